@@ -84,7 +84,7 @@ def flatten_forces(forces) -> np.ndarray:
 
 
 def parity_from_frames(reference_frames: Sequence[dict], predicted_frames: Sequence[dict]) -> dict:
-    """:func:`parity_summary` of two lists of frames (DEVELOPERS.md frame dicts: ``symbols``, ``energy``, ``forces``)."""
+    """:func:`parity_summary` of two lists of frames (DEVELOPERS.md frames: ``symbols``, ``energy``, ``forces``)."""
     if len(reference_frames) != len(predicted_frames):
         raise ValueError(f'{len(reference_frames)} reference frames but {len(predicted_frames)} predicted')
     natoms = [len(frame['symbols']) for frame in reference_frames]

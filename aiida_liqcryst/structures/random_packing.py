@@ -34,8 +34,9 @@ def random_packing(
         raise ValueError(f'formula_units must be >= 1, got {formula_units}')
     if density <= 0 or min_distance <= 0:
         raise ValueError('density and min_distance must be positive')
-    unknown = [el for el in composition if el not in atomic_numbers]
-    if unknown or not composition or any(n < 1 for n in composition.values()):
+    unknown = [el for el in composition if atomic_numbers.get(el, 0) == 0]  # 0: ASE's dummy atom 'X'
+    counts = composition.values()
+    if unknown or not composition or any(not isinstance(n, (int, np.integer)) or n < 1 for n in counts):
         raise ValueError(f'composition must map element symbols to positive counts, got {composition}')
     length = cubic_cell_length(composition, formula_units, density)
     rng = np.random.default_rng(seed)

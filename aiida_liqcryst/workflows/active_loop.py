@@ -1,0 +1,348 @@
+"""ActiveLoopWorkChain: DP-GEN-style active learning on the melt only (train -> explore -> label -> repeat)."""
+
+from __future__ import annotations
+
+from aiida import orm
+from aiida.common import AttributeDict
+from aiida.engine import ToContext, WorkChain, calcfunction, if_, while_
+from aiida.plugins import WorkflowFactory
+
+from aiida_liqcryst.calcfunctions import random_melt
+from aiida_liqcryst.deepmd.calcfunctions import merge_datasets
+from aiida_liqcryst.protocols import ProtocolMixin
+
+TrainEnsembleWorkChain = WorkflowFactory('liqcryst.train_ensemble')
+ExploreMDWorkChain = WorkflowFactory('liqcryst.explore_md')
+LabelWorkChain = WorkflowFactory('liqcryst.label')
+
+STAGE_KEYS = {'temperatures', 'pressures', 'steps'}
+STAGE_DEFAULTS = {'ensemble': 'npt', 'timestep': 0.001, 'dump_every': 10, 'thermo_every': 10}
+
+
+def stage_error(stage) -> str | None:
+    """Why one exploration stage of the schedule is invalid, or None."""
+    if not isinstance(stage, dict):
+        return f'each stage must be a dict, got {stage!r}'
+    missing = STAGE_KEYS - set(stage)
+    if missing:
+        return f'stage {stage} lacks {sorted(missing)}'
+    unknown = set(stage) - STAGE_KEYS - set(STAGE_DEFAULTS)
+    if unknown:
+        return f'stage {stage} has unknown keys {sorted(unknown)}; allowed: {sorted(STAGE_KEYS | set(STAGE_DEFAULTS))}'
+    if not stage['temperatures'] or any(t <= 0 for t in stage['temperatures']):
+        return f'temperatures must be a non-empty list of positive values (K), got {stage["temperatures"]}'
+    if not stage['pressures'] or any(p < -10 or p > 500 for p in stage['pressures']):
+        return f'pressures must be a non-empty list in GPa within [-10, 500], got {stage["pressures"]}'
+    if int(stage['steps']) <= 0:
+        return f'steps must be positive, got {stage["steps"]}'
+    return None
+
+
+def validate_schedule(value, _):
+    stages = value.get_list()
+    if not stages:
+        return '`schedule` needs at least one exploration stage'
+    for stage in stages:
+        if (error := stage_error(stage)) is not None:
+            return f'`schedule`: {error}'
+    return None
+
+
+def conditions_for(stage: dict, seed: int) -> list[dict]:
+    """The (T, P) grid of one schedule stage as ExploreMD conditions (one MD per grid point)."""
+    stage = {**STAGE_DEFAULTS, **stage}
+    return [
+        {
+            'temperature': float(t),
+            'pressure': float(p),
+            'ensemble': stage['ensemble'],
+            'steps': int(stage['steps']),
+            'timestep': float(stage['timestep']),
+            'dump_every': int(stage['dump_every']),
+            'thermo_every': int(stage['thermo_every']),
+            'seed': seed + i,
+        }
+        for i, (t, p) in enumerate((t, p) for p in stage['pressures'] for t in stage['temperatures'])
+    ]
+
+
+def validate_inputs(inputs, _):
+    if 'initial_dataset' not in inputs and 'initial_label' not in inputs:
+        return 'give either `initial_dataset` or the `initial_label` inputs that label the random melt packings'
+    if 'max_iterations' in inputs and inputs['max_iterations'].value < 1:
+        return '`max_iterations` must be >= 1'
+    if 'accurate_threshold' in inputs and not 0 < inputs['accurate_threshold'].value <= 1:
+        return '`accurate_threshold` must be in (0, 1]'
+    return None
+
+
+@calcfunction
+def tabulate_iterations(stop_reason: orm.Str, **nodes):
+    """The per-iteration table: dataset size, fractions per condition, labels added, RMSEs, as one Dict.
+
+    Keys of ``nodes``: ``summary_<i>`` (ensemble summary), ``exploration_<i>`` (ExploreMD statistics),
+    ``labels_<i>`` (label statistics, absent when nothing was labeled), ``size_<i>`` (dataset frames at training).
+    """
+    rows = {}
+    for key, node in nodes.items():
+        kind, index = key.rsplit('_', 1)
+        row = rows.setdefault(int(index), {'iteration': int(index), 'labels_added': 0})
+        if kind == 'summary':
+            s = node.get_dict()
+            for name in ('rmse_e_trn', 'rmse_f_trn', 'rmse_e_val', 'rmse_f_val'):
+                if f'{name}_mean' in s:
+                    row[name] = s[f'{name}_mean']
+        elif kind == 'exploration':
+            row['conditions'] = node.get_dict().get('conditions', node.get_dict())
+        elif kind == 'labels':
+            row['labels_added'] = node.get_dict().get('n_labeled', 0)
+        elif kind == 'size':
+            row['dataset_size'] = node.value
+    return {'iterations': orm.List([rows[i] for i in sorted(rows)]), 'stop_reason': orm.Str(stop_reason.value)}
+
+
+class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
+    """Liquid-only active learning: train an ensemble, explore the melt, label the uncertain frames, repeat.
+
+    Nothing crystalline is given: the initial data are random dense packings labeled by the reference
+    engine. Each iteration trains ``len(train.seeds)`` models on the current dataset, runs MD of the melt
+    with all of them over the (T, P) grid of the iteration's schedule stage, takes frames whose force model
+    deviation lies in the trust window as candidates, labels them and merges them into the dataset. It stops
+    when every condition is accurate (fraction >= ``accurate_threshold``), or when no candidates appear for
+    ``patience`` iterations, or at ``max_iterations``; the reason is the ``stop_reason`` output.
+    """
+
+    _protocol_file = 'active_loop'
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input('composition', valid_type=orm.Dict, help='Atoms per formula unit, e.g. {"Si": 1, "O": 2}.')
+        spec.input('formula_units', valid_type=orm.Int, help='Formula units per simulation cell (the paper: 114).')
+        spec.input('density', valid_type=orm.Float, default=lambda: orm.Float(2.6), help='Density of the random packings, g/cm^3.')
+        spec.input('min_distance', valid_type=orm.Float, default=lambda: orm.Float(1.5), help='Minimum distance in the packings, Å.')
+        spec.input('number_of_structures', valid_type=orm.Int, default=lambda: orm.Int(4), help='Random melt packings to start from.')
+        spec.input('seed', valid_type=orm.Int, default=lambda: orm.Int(0), help='Seed of packings and MD velocities.')
+        spec.input('initial_dataset', valid_type=orm.Data, required=False, help='Labeled data to start from instead of labeling the packings.')
+        spec.expose_inputs(
+            LabelWorkChain, namespace='initial_label', exclude=('structures',),
+            namespace_options={'required': False, 'populate_defaults': False,
+                               'help': 'Labeling of the random packings (e.g. oracle with short MD): the initial data.'},
+        )
+        spec.expose_inputs(
+            TrainEnsembleWorkChain, namespace='train', exclude=('train.train.datasets',),
+            namespace_options={'help': 'Training of the ensemble, every iteration (datasets are set by the loop).'},
+        )
+        spec.expose_inputs(
+            ExploreMDWorkChain, namespace='explore', exclude=('potentials', 'structures', 'conditions'),
+            namespace_options={'help': 'Exploration: code, trust levels, candidate cap and pick (conditions come from `schedule`).'},
+        )
+        spec.expose_inputs(
+            LabelWorkChain, namespace='label', exclude=('structures',),
+            namespace_options={'help': 'Labeling of the candidates with the reference engine.'},
+        )
+        spec.input('schedule', valid_type=orm.List, validator=validate_schedule,
+                   help='Exploration stages, one per iteration (the last repeats): dicts with temperatures (K), pressures (GPa), '
+                        'steps, and optionally ensemble, timestep (ps), dump_every, thermo_every.')
+        spec.input('accurate_threshold', valid_type=orm.Float, default=lambda: orm.Float(0.99),
+                   help='Converged when the accurate fraction of every condition reaches this.')
+        spec.input('patience', valid_type=orm.Int, default=lambda: orm.Int(1),
+                   help='Converged when no candidates were found in this many consecutive iterations.')
+        spec.input('max_iterations', valid_type=orm.Int, default=lambda: orm.Int(4), help='Upper bound on iterations.')
+        spec.inputs.validator = validate_inputs
+
+        spec.outline(
+            cls.setup,
+            cls.make_structures,
+            if_(cls.needs_initial_labels)(cls.label_initial, cls.inspect_initial),
+            while_(cls.should_iterate)(
+                cls.train,
+                cls.inspect_train,
+                cls.explore,
+                cls.inspect_explore,
+                if_(cls.has_candidates)(cls.label_candidates, cls.inspect_labels),
+                cls.end_iteration,
+            ),
+            cls.results,
+        )
+        spec.output_namespace('potentials', valid_type=orm.Data, dynamic=True, help='The final ensemble.')
+        spec.output('dataset', valid_type=orm.Data, help='The final training dataset (initial data + every label added).')
+        spec.output('iterations', valid_type=orm.List, help='Per-iteration table (dataset size, fractions per condition, labels, RMSEs).')
+        spec.output('stop_reason', valid_type=orm.Str, help='Why the loop stopped.')
+        spec.exit_code(410, 'ERROR_INITIAL_LABELS', message='labeling the initial melt packings failed: {message}')
+        spec.exit_code(420, 'ERROR_TRAINING', message='training the ensemble failed in iteration {iteration}')
+        spec.exit_code(430, 'ERROR_EXPLORATION', message='exploration failed in iteration {iteration}')
+        spec.exit_code(440, 'ERROR_LABELING', message='labeling the candidates failed in iteration {iteration}')
+
+    @classmethod
+    def get_builder_from_protocol(cls, codes: dict, composition: dict, engine: str = 'oracle', protocol=None,
+                                  pressure_range: str = 'HP', overrides: dict | None = None):
+        """A builder from a named protocol.
+
+        :param codes: dict with the codes ``dp``, ``lmp`` and ``engine`` (the reference engine's code).
+        :param pressure_range: ``'LP'`` explores P = 0 only; ``'HP'`` the protocol's pressure grid (0-70 GPa in the paper).
+        """
+        inputs = cls.get_protocol_inputs(protocol, overrides)
+        if pressure_range not in ('LP', 'HP'):
+            raise ValueError(f'pressure_range must be "LP" or "HP", got {pressure_range!r}')
+        type_map = sorted(composition)
+        train = TrainEnsembleWorkChain.get_protocol_inputs(inputs['train']['protocol'], inputs['train'].get('overrides'))
+        train['parameters']['model']['type_map'] = type_map
+        builder = cls.get_builder()
+        builder.composition = orm.Dict(composition)
+        for key in ('formula_units', 'number_of_structures', 'seed', 'patience', 'max_iterations'):
+            setattr(builder, key, orm.Int(inputs[key]))
+        for key in ('density', 'min_distance', 'accurate_threshold'):
+            setattr(builder, key, orm.Float(inputs[key]))
+        builder.train.seeds = orm.List(list(range(train['number_of_models'])))
+        builder.train.train.train.code = codes['dp']
+        builder.train.train.train.parameters = orm.Dict(train['parameters'])
+        builder.schedule = orm.List(inputs['schedule'][pressure_range])
+        explore = inputs['explore']
+        builder.explore.code = codes['lmp']
+        builder.explore.eps_lo = orm.Float(explore['eps_lo'])
+        builder.explore.eps_hi = orm.Float(explore['eps_hi'])
+        builder.explore.max_candidates = orm.Int(explore['max_candidates'])
+        builder.explore.selection = orm.Str(explore['selection'])
+        label = LabelWorkChain.get_protocol_inputs(inputs['label']['protocol']) if hasattr(LabelWorkChain, 'get_protocol_inputs') else {}
+        for namespace, settings in (('label', inputs['label']), ('initial_label', inputs['initial_label'])):
+            port = getattr(builder, namespace)
+            port.engine = orm.Str(engine)
+            port.code = codes['engine']
+            port.type_map = orm.List(type_map)
+            port.batch_size = orm.Int(settings.get('batch_size', 8))
+            if settings.get('settings'):
+                port.settings = orm.Dict(settings['settings'])
+        return builder
+
+    # -- steps ---------------------------------------------------------------------------------------------
+
+    def setup(self):
+        self.ctx.iteration = 0
+        self.ctx.quiet_iterations = 0
+        self.ctx.stop_reason = None
+        self.ctx.table_nodes = {}
+        if 'initial_dataset' in self.inputs:
+            self.ctx.dataset = self.inputs.initial_dataset
+
+    def make_structures(self):
+        self.ctx.structures = {}
+        for index in range(self.inputs.number_of_structures.value):
+            structure = random_melt(
+                self.inputs.composition, self.inputs.formula_units, self.inputs.density, self.inputs.min_distance,
+                orm.Int(self.inputs.seed.value + index),
+            )
+            self.ctx.structures[f'melt_{index}'] = structure
+        self.report(f'{len(self.ctx.structures)} random melt packings of {self.inputs.formula_units.value} formula units')
+
+    def needs_initial_labels(self):
+        return 'dataset' not in self.ctx
+
+    def label_initial(self):
+        inputs = AttributeDict(self.exposed_inputs(LabelWorkChain, namespace='initial_label'))
+        inputs.structures = self.ctx.structures
+        inputs.metadata = {'call_link_label': 'initial_labels'}
+        return ToContext(initial_label=self.submit(LabelWorkChain, **inputs))
+
+    def inspect_initial(self):
+        node = self.ctx.initial_label
+        if not node.is_finished_ok or 'dataset' not in node.outputs:
+            return self.exit_codes.ERROR_INITIAL_LABELS.format(message=f'<{node.pk}> exit {node.exit_status}')
+        self.ctx.dataset = node.outputs.dataset
+        self.report(f'initial data: {self.ctx.dataset.nframes} labeled frames')
+        return None
+
+    def should_iterate(self):
+        if self.ctx.stop_reason is not None:
+            return False
+        if self.ctx.iteration >= self.inputs.max_iterations.value:
+            self.ctx.stop_reason = f'max_iterations ({self.inputs.max_iterations.value}) reached: NOT converged'
+            return False
+        return True
+
+    def train(self):
+        inputs = AttributeDict(self.exposed_inputs(TrainEnsembleWorkChain, namespace='train'))
+        inputs.train.train.datasets = {'data': self.ctx.dataset}
+        inputs.metadata = {'call_link_label': f'train_{self.ctx.iteration}'}
+        self.ctx.table_nodes[f'size_{self.ctx.iteration}'] = orm.Int(self.ctx.dataset.nframes).store()
+        return ToContext(ensemble=self.submit(TrainEnsembleWorkChain, **inputs))
+
+    def inspect_train(self):
+        node = self.ctx.ensemble
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_TRAINING.format(iteration=self.ctx.iteration)
+        self.ctx.potentials = dict(node.outputs.potentials.items())
+        self.ctx.table_nodes[f'summary_{self.ctx.iteration}'] = node.outputs.summary
+        s = node.outputs.summary.get_dict()
+        self.report(
+            f'iteration {self.ctx.iteration}: trained {len(self.ctx.potentials)} models on {self.ctx.dataset.nframes} frames, '
+            f'force RMSE {s.get("rmse_f_trn_mean", float("nan")):.3f} eV/Å'
+        )
+        return None
+
+    def explore(self):
+        stages = self.inputs.schedule.get_list()
+        stage = stages[min(self.ctx.iteration, len(stages) - 1)]
+        inputs = AttributeDict(self.exposed_inputs(ExploreMDWorkChain, namespace='explore'))
+        inputs.potentials = self.ctx.potentials
+        inputs.structures = self.ctx.structures
+        inputs.conditions = orm.List(conditions_for(stage, self.inputs.seed.value + 1000 * self.ctx.iteration))
+        inputs.metadata = {'call_link_label': f'explore_{self.ctx.iteration}'}
+        return ToContext(exploration=self.submit(ExploreMDWorkChain, **inputs))
+
+    def inspect_explore(self):
+        node = self.ctx.exploration
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_EXPLORATION.format(iteration=self.ctx.iteration)
+        statistics = node.outputs.statistics
+        self.ctx.table_nodes[f'exploration_{self.ctx.iteration}'] = statistics
+        self.ctx.candidates = dict(node.outputs.candidates.items()) if 'candidates' in node.outputs else {}
+        conditions = statistics.get_dict().get('conditions', {})
+        accurate = [c['accurate_fraction'] for c in conditions.values()]
+        threshold = self.inputs.accurate_threshold.value
+        self.report(
+            f'iteration {self.ctx.iteration}: {len(self.ctx.candidates)} candidates; accurate fraction per condition '
+            + ', '.join(f'{name} {c["accurate_fraction"]:.2f}' for name, c in conditions.items())
+        )
+        if accurate and min(accurate) >= threshold:
+            self.ctx.stop_reason = f'converged: accurate fraction >= {threshold} in every condition'
+        return None
+
+    def has_candidates(self):
+        if not self.ctx.candidates:
+            self.ctx.quiet_iterations += 1
+            if self.ctx.quiet_iterations >= self.inputs.patience.value and self.ctx.stop_reason is None:
+                self.ctx.stop_reason = f'converged: no candidates in {self.ctx.quiet_iterations} iteration(s)'
+            return False
+        self.ctx.quiet_iterations = 0
+        return self.ctx.stop_reason is None  # converged: the candidates of a converged exploration are not labeled
+
+    def label_candidates(self):
+        inputs = AttributeDict(self.exposed_inputs(LabelWorkChain, namespace='label'))
+        inputs.structures = self.ctx.candidates
+        inputs.metadata = {'call_link_label': f'label_{self.ctx.iteration}'}
+        return ToContext(labeling=self.submit(LabelWorkChain, **inputs))
+
+    def inspect_labels(self):
+        node = self.ctx.labeling
+        if not node.is_finished_ok or 'dataset' not in node.outputs:
+            return self.exit_codes.ERROR_LABELING.format(iteration=self.ctx.iteration)
+        self.ctx.table_nodes[f'labels_{self.ctx.iteration}'] = node.outputs.statistics
+        added = node.outputs.dataset
+        self.ctx.dataset = merge_datasets(
+            previous=self.ctx.dataset, added=added, metadata={'call_link_label': f'merge_{self.ctx.iteration}'}
+        )
+        self.report(f'iteration {self.ctx.iteration}: {added.nframes} labels added, dataset now {self.ctx.dataset.nframes} frames')
+        return None
+
+    def end_iteration(self):
+        self.ctx.iteration += 1
+
+    def results(self):
+        for key, node in self.ctx.potentials.items():
+            self.out(f'potentials.{key}', node)
+        self.out('dataset', self.ctx.dataset)
+        table = tabulate_iterations(stop_reason=orm.Str(self.ctx.stop_reason), **self.ctx.table_nodes)
+        self.out('iterations', table['iterations'])
+        self.out('stop_reason', table['stop_reason'])
+        self.report(f'stopped after {self.ctx.iteration} iteration(s): {self.ctx.stop_reason}')
