@@ -89,3 +89,18 @@ def tiny_parameters():
     import copy
 
     return copy.deepcopy(TINY_PARAMETERS)
+
+
+@pytest.fixture(scope='session')
+def ensemble(codes, sio2_dataset):
+    """A finished TrainEnsembleWorkChain of 2 tiny models (real dp) on ``sio2_dataset``."""
+    from aiida.engine import run_get_node
+
+    from aiida_liqcryst.workflows.train_ensemble import TrainEnsembleWorkChain
+
+    builder = TrainEnsembleWorkChain.get_builder_from_protocol(
+        codes['dp'], sio2_dataset, protocol='demo', overrides={'parameters': TINY_PARAMETERS}, seeds=[1, 2]
+    )
+    _, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_status
+    return node

@@ -123,3 +123,117 @@ def eos_curve_rmse(
         e_at_ref = CubicSpline(v, e)(v_ref[mask]) if v.size > 2 else np.interp(v_ref[mask], v, e)
         e_ref = e_ref[mask]
     return float(np.sqrt(np.mean((e_at_ref - e_ref) ** 2)))
+
+
+# Columns of one row of :func:`eos_comparison_table` (energies per atom: meV/atom for differences).
+TABLE_COLUMNS = (
+    'v0_potential', 'e0_potential', 'b0_potential', 'b0_prime_potential', 'v0_in_range_potential',
+    'v0_reference', 'e0_reference', 'b0_reference', 'b0_prime_reference', 'v0_in_range_reference',
+    'delta_v0_percent', 'delta_b0_percent',
+    'relative_energy_potential', 'relative_energy_reference', 'relative_energy_error',
+    'curve_rmse', 'relative_curve_rmse', 'same_geometry_rmse', 'errors',
+)
+TABLE_UNITS = {
+    'v0': 'Å^3/atom', 'e0': 'eV/atom', 'b0': 'GPa', 'b0_prime': '1', 'delta_*_percent': '%',
+    'relative_energy_*': 'meV/atom', '*_rmse': 'meV/atom',
+}
+_FIT_KEYS = ('v0', 'e0', 'b0', 'b0_prime', 'v0_in_range')
+EXTRAPOLATION = 1.5  # a fitted V0 beyond 1.5x the scanned range is no minimum at all
+
+
+def _fit_or_error(curve, what, errors):
+    if curve is None:
+        errors.append(f'{what}: no curve')
+        return None
+    try:
+        fit = fit_birch_murnaghan(*curve)
+    except ValueError as exc:
+        errors.append(f'{what}: {exc}')
+        return None
+    if not fit['v0_in_range']:
+        v = np.asarray(curve[0], dtype=float)
+        if not v.min() / EXTRAPOLATION <= fit['v0'] <= v.max() * EXTRAPOLATION:
+            errors.append(f'{what}: no minimum near the scanned volumes (fitted V0 {fit["v0"]:.4g})')
+            return None
+        errors.append(f'{what}: V0 {fit["v0"]:.4g} extrapolated outside the scanned volumes')
+    return fit
+
+
+def eos_comparison_table(curves: dict, energy_zero: str | None = 'alpha_quartz') -> dict:
+    """Compare the E(V) curves of a potential with those of a reference method, phase by phase (Fig. 2).
+
+    :param curves: ``{phase: {'potential': (V, E), 'reference': (V, E), 'same_geometry': (V, E)}}`` with V in
+        Å^3/atom and E in eV/atom. ``potential`` and ``reference`` are each method's own scan (the reference
+        may also be the reference energies of the potential's geometries); ``same_geometry`` (optional) holds
+        the reference energies of exactly the potential's geometries (same V as ``potential``). A missing
+        curve gives None entries and a note in ``errors``.
+    :param energy_zero: phase whose Birch–Murnaghan E0 is the energy zero of the relative energies, per
+        method; when it is absent or its fits failed, the phase of lowest reference E0 is used instead.
+    :returns: ``{'rows': {phase: {column: value}}, 'energy_zero': phase or None}`` with the columns of
+        :data:`TABLE_COLUMNS` (None where a value could not be computed):
+
+        - Birch–Murnaghan V0, E0, B0, B0' of each method (``*_potential``, ``*_reference``);
+        - ``delta_v0_percent`` / ``delta_b0_percent``: 100 (potential - reference) / reference;
+        - ``relative_energy_*``: E0(phase) - E0(energy_zero) in meV/atom for each method, and their difference;
+        - ``curve_rmse``: shape of the curve, each curve relative to its own lowest sampled energy, compared at
+          the reference volumes (potential interpolated by a cubic spline) inside the common range;
+        - ``relative_curve_rmse``: the same with each curve relative to its method's E0 of ``energy_zero``,
+          so errors of the relative phase energies count too;
+        - ``same_geometry_rmse``: potential vs reference energies of identical geometries, no alignment
+          (the potential was fitted to the reference, so they share the energy zero);
+        - ``errors``: list of what failed or is doubtful (fits that did not converge, V0 extrapolated outside
+          the scanned volumes (kept up to a factor 1.5, else no fit), curves too far apart to compare).
+    """
+    fits, rows = {}, {}
+    errors_by_phase = {}
+    for phase, methods in curves.items():
+        errors = []
+        fits[phase] = {m: _fit_or_error(methods.get(m), m, errors) for m in ('potential', 'reference')}
+        errors_by_phase[phase] = errors
+
+    def usable(phase):
+        return all(fits[phase][m] is not None for m in ('potential', 'reference'))
+
+    zero = energy_zero if energy_zero in fits and usable(energy_zero) else None
+    if zero is None:
+        candidates = [p for p in fits if usable(p)]
+        zero = min(candidates, key=lambda p: fits[p]['reference']['e0']) if candidates else None
+
+    for phase, methods in curves.items():
+        row = dict.fromkeys(TABLE_COLUMNS)
+        errors = errors_by_phase[phase]
+        for method in ('potential', 'reference'):
+            fit = fits[phase][method]
+            for key in _FIT_KEYS:
+                row[f'{key}_{method}'] = None if fit is None else fit[key]
+        pot, ref = fits[phase]['potential'], fits[phase]['reference']
+        if pot is not None and ref is not None:
+            row['delta_v0_percent'] = 100.0 * (pot['v0'] - ref['v0']) / ref['v0']
+            row['delta_b0_percent'] = 100.0 * (pot['b0'] - ref['b0']) / ref['b0']
+        if zero is not None:
+            for method, fit in (('potential', pot), ('reference', ref)):
+                if fit is not None:
+                    row[f'relative_energy_{method}'] = 1000.0 * (fit['e0'] - fits[zero][method]['e0'])
+            if row['relative_energy_potential'] is not None and row['relative_energy_reference'] is not None:
+                row['relative_energy_error'] = row['relative_energy_potential'] - row['relative_energy_reference']
+        if methods.get('potential') is not None and methods.get('reference') is not None:
+            try:
+                row['curve_rmse'] = 1000.0 * eos_curve_rmse(*methods['reference'], *methods['potential'])
+                if zero is not None:
+                    zeros = (fits[zero]['reference']['e0'], fits[zero]['potential']['e0'])
+                    row['relative_curve_rmse'] = 1000.0 * eos_curve_rmse(
+                        *methods['reference'], *methods['potential'], alignment='reference', reference_energies=zeros
+                    )
+            except ValueError as exc:
+                errors.append(f'curve comparison: {exc}')
+        same = methods.get('same_geometry')
+        if same is not None and methods.get('potential') is not None:
+            e_pot = np.asarray(methods['potential'][1], dtype=float)
+            e_ref = np.asarray(same[1], dtype=float)
+            if e_pot.shape == e_ref.shape and np.all(np.isfinite(e_pot)) and np.all(np.isfinite(e_ref)):
+                row['same_geometry_rmse'] = 1000.0 * float(np.sqrt(np.mean((e_pot - e_ref) ** 2)))
+            else:
+                errors.append('same geometry: energies missing or not finite')
+        row['errors'] = errors
+        rows[phase] = row
+    return {'rows': rows, 'energy_zero': zero}

@@ -104,3 +104,27 @@ def vdos_overlap(freqs_a, dos_a, freqs_b, dos_b, fmax: float | None = None) -> f
     fa, ga = fa[keep], ga[keep]
     gb = np.interp(fa, fb, gb)
     return float(_trapezoid(np.minimum(normalize_dos(fa, ga), normalize_dos(fa, gb)), fa))
+
+
+def mean_frequency(frequencies, dos) -> float:
+    """First moment ∫ ν g(ν) dν / ∫ g(ν) dν of a VDOS (THz when ν is in THz): a one-number summary."""
+    f = np.asarray(frequencies, dtype=float)
+    g = np.asarray(dos, dtype=float)
+    area = _trapezoid(g, f)
+    if not area > 0:
+        raise ValueError('the density of states has no positive area')
+    return float(_trapezoid(f * g, f) / area)
+
+
+def vdos_of_trajectory(velocities, times_fs, masses=None, max_lag: int | None = None):
+    """:func:`vdos` of an MD trajectory sampled at ``times_fs`` (equally spaced, fs): ``(frequencies_thz, dos)``.
+
+    Mass-weighted when ``masses`` is given (the kinetic-energy VDOS, whose peaks are the phonon frequencies).
+    """
+    times = np.asarray(times_fs, dtype=float).ravel()
+    if times.size < 2:
+        raise ValueError('need at least two frames')
+    steps = np.diff(times)
+    if np.any(steps <= 0) or not np.allclose(steps, steps[0], rtol=1e-6):
+        raise ValueError('frames must be equally spaced in time')
+    return vdos(velocities, float(steps[0]), masses=masses, max_lag=max_lag)

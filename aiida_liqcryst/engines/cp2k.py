@@ -159,16 +159,21 @@ def _parse_forces(text: str) -> np.ndarray:
 
 
 def _parse_stress_gpa(text: str) -> np.ndarray:
-    """The last analytical stress tensor in GPa (CP2K >= 7 ``STRESS|`` lines, or the older table)."""
-    rows = re.findall(rf'STRESS\|\s+([xyz])\s+({_FLOAT})\s+({_FLOAT})\s+({_FLOAT})\s*$', text, re.MULTILINE)
-    if len(rows) >= 3:
-        last = rows[-3:]
-        if [r[0] for r in last] == ['x', 'y', 'z']:
-            return np.array([[float(v) for v in r[1:]] for r in last])
-    # older CP2K: "STRESS TENSOR [GPa]" followed by "X Y Z" header and three rows
-    blocks = text.split('STRESS TENSOR [GPa]')
-    if len(blocks) >= 2:
-        matrix = re.findall(rf'^\s*([XYZ])\s+({_FLOAT})\s+({_FLOAT})\s+({_FLOAT})\s*$', blocks[-1], re.MULTILINE)
-        if len(matrix) >= 3:
-            return np.array([[float(v) for v in r[1:]] for r in matrix[:3]])
-    raise Cp2kOutputError('no stress tensor in the output: set FORCE_EVAL/STRESS_TENSOR ANALYTICAL and PRINT/STRESS_TENSOR')
+    """The last printed stress tensor in GPa: the three ``STRESS| x/y/z`` rows after its header.
+
+    (The eigenvector table that follows uses the same row labels, so only the rows right after the
+    ``stress tensor [GPa]`` header are read.)
+    """
+    headers = list(re.finditer(r'STRESS\|\s+(?:Analytical|Numerical) stress tensor \[GPa\]', text))
+    if not headers:
+        raise Cp2kOutputError(
+            'no stress tensor in the output: set FORCE_EVAL/STRESS_TENSOR ANALYTICAL and FORCE_EVAL/PRINT/STRESS_TENSOR'
+        )
+    rows = re.findall(
+        rf'^\s*STRESS\|\s+([xyz])\s+({_FLOAT})\s+({_FLOAT})\s+({_FLOAT})\s*$',
+        text[headers[-1].end():],
+        re.MULTILINE,
+    )[:3]
+    if [r[0] for r in rows] != ['x', 'y', 'z']:
+        raise Cp2kOutputError('incomplete stress tensor block in the output')
+    return np.array([[float(v) for v in r[1:]] for r in rows])

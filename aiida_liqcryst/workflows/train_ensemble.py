@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import ToContext, WorkChain, calcfunction
+from aiida.engine import WorkChain, calcfunction
 from aiida.plugins import WorkflowFactory
 
 from aiida_liqcryst.protocols import ProtocolMixin
@@ -55,7 +55,7 @@ class TrainEnsembleWorkChain(ProtocolMixin, WorkChain):
         spec.expose_inputs(
             DeepmdTrainBaseWorkChain,
             namespace='train',
-            exclude=('seed',),
+            exclude=('train.seed',),
             namespace_options={'help': 'Inputs of every model\'s DeepmdTrainBaseWorkChain (all but the seed).'},
         )
         spec.input(
@@ -96,7 +96,7 @@ class TrainEnsembleWorkChain(ProtocolMixin, WorkChain):
     def train_models(self):
         for index, seed in enumerate(self.inputs.seeds.get_list()):
             inputs = AttributeDict(self.exposed_inputs(DeepmdTrainBaseWorkChain, namespace='train'))
-            inputs.seed = orm.Int(seed)
+            inputs['train']['seed'] = orm.Int(seed)
             inputs.metadata = {'call_link_label': f'model_{index}'}
             node = self.submit(DeepmdTrainBaseWorkChain, **inputs)
             self.report(f'model {index}: seed {seed}, launched <{node.pk}>')
