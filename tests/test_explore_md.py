@@ -84,9 +84,10 @@ def tiny_models(melt_frames, tmp_path_factory):
         parameters['model']['type_map'] = type_map
         parameters['model']['descriptor'].update(sel=sel, seed=seed)
         parameters['model']['fitting_net']['seed'] = seed
+        batch_size = parameters['training'].pop('batch_size', 1)
         parameters['training'].update(
             numb_steps=60, save_freq=60, disp_freq=20, seed=seed,
-            training_data={'systems': [str(root / 'data')], 'batch_size': 1},
+            training_data={'systems': [str(root / 'data')], 'batch_size': batch_size},
         )
         (folder / 'input.json').write_text(json.dumps(parameters))
         commands.append(([dp, '--pt', 'train', 'input.json'], folder))
@@ -265,7 +266,7 @@ def test_report_one_line_per_condition(exploration):
 
     messages = [log.message for log in orm.Log.collection.get_logs_for(exploration)]
     for index in range(3):
-        lines = [m for m in messages if m.startswith(f'condition_{index} (')]
+        lines = [m for m in messages if f' condition_{index} (' in m]  # report() prefixes `[pk|class|step]:`
         assert len(lines) == 1
         assert 'accurate' in lines[0] and 'candidate' in lines[0] and 'failed' in lines[0]
 
@@ -315,16 +316,15 @@ def _count_calcjobs():
 
 
 @pytest.fixture
-def explore_builder(ensemble, melt_structure, codes):
+def explore_inputs(ensemble, melt_structure, codes):
     from aiida import orm
-    from aiida.plugins import WorkflowFactory
 
-    builder = WorkflowFactory('liqcryst.explore_md').get_builder()
-    builder.code = codes['lmp']
-    builder.potentials = {'m0': ensemble['seed_1'], 'm1': ensemble['seed_2']}
-    builder.structures = {'melt': melt_structure}
-    builder.conditions = orm.List(GOOD_CONDITIONS)
-    return builder
+    return {
+        'code': codes['lmp'],
+        'potentials': {'m0': ensemble['seed_1'], 'm1': ensemble['seed_2']},
+        'structures': {'melt': melt_structure},
+        'conditions': orm.List(GOOD_CONDITIONS),
+    }
 
 
 @pytest.mark.parametrize(
@@ -333,35 +333,40 @@ def explore_builder(ensemble, melt_structure, codes):
         ('one_model', r'potentials.*at least 2'),
         ('mixed_type_maps', r'type_map'),
         ('foreign_element', r'structures\.sodium.*Na'),
+        ('no_structure', r'structures'),
         ('bad_condition', r'conditions.*temperature'),
         ('eps_order', r'eps_lo'),
         ('selection', r'selection'),
         ('max_candidates', r'max_candidates'),
     ],
 )
-def test_explore_rejects_bad_inputs(explore_builder, ensemble, change, match):
+def test_explore_rejects_bad_inputs(explore_inputs, ensemble, change, match):
     from aiida import orm
     from aiida.engine import run_get_node
+    from aiida.plugins import WorkflowFactory
     from ase import Atoms
 
+    inputs = explore_inputs
     if change == 'one_model':
-        explore_builder.potentials = {'m0': ensemble['seed_1']}
+        inputs['potentials'] = {'m0': ensemble['seed_1']}
     elif change == 'mixed_type_maps':
-        explore_builder.potentials = {'m0': ensemble['seed_1'], 'm1': ensemble['other_map']}
+        inputs['potentials'] = {'m0': ensemble['seed_1'], 'm1': ensemble['other_map']}
     elif change == 'foreign_element':
         atoms = Atoms('NaO', positions=[[0, 0, 0], [2, 2, 2]], cell=[5, 5, 5], pbc=True)
-        explore_builder.structures = {'melt': explore_builder.structures['melt'], 'sodium': orm.StructureData(ase=atoms)}
+        inputs['structures'] = {**inputs['structures'], 'sodium': orm.StructureData(ase=atoms)}
+    elif change == 'no_structure':
+        inputs['structures'] = {}
     elif change == 'bad_condition':
-        explore_builder.conditions = orm.List([GOOD_CONDITIONS[0], {**GOOD_CONDITIONS[1], 'temperature': -10.0}])
+        inputs['conditions'] = orm.List([GOOD_CONDITIONS[0], {**GOOD_CONDITIONS[1], 'temperature': -10.0}])
     elif change == 'eps_order':
-        explore_builder.eps_lo, explore_builder.eps_hi = orm.Float(0.3), orm.Float(0.15)
+        inputs['eps_lo'], inputs['eps_hi'] = orm.Float(0.3), orm.Float(0.15)
     elif change == 'selection':
-        explore_builder.selection = orm.Str('best')
+        inputs['selection'] = orm.Str('best')
     elif change == 'max_candidates':
-        explore_builder.max_candidates = orm.Int(-1)
+        inputs['max_candidates'] = orm.Int(-1)
     before = _count_calcjobs()
     with pytest.raises(ValueError, match=match):
-        run_get_node(explore_builder)
+        run_get_node(WorkflowFactory('liqcryst.explore_md'), **inputs)
     assert _count_calcjobs() == before
 
 
@@ -370,19 +375,21 @@ def test_calculation_rejects_bad_inputs(ensemble, melt_structure, codes):
     from aiida.engine import run_get_node
     from aiida.plugins import CalculationFactory
 
-    builder = CalculationFactory('liqcryst.explore_md').get_builder()
-    builder.code = codes['lmp']
-    builder.structure = melt_structure
-    builder.potentials = {'m0': ensemble['seed_1']}
-    builder.parameters = orm.Dict(GOOD_CONDITIONS[0])
+    calculation = CalculationFactory('liqcryst.explore_md')
+    good = {
+        'code': codes['lmp'],
+        'structure': melt_structure,
+        'potentials': {'m0': ensemble['seed_1'], 'm1': ensemble['seed_2']},
+        'parameters': orm.Dict(GOOD_CONDITIONS[0]),
+    }
+    bad = [
+        ({'potentials': {'m0': ensemble['seed_1']}}, r'potentials.*at least 2'),
+        ({'potentials': {'m0': ensemble['seed_1'], 'm1': ensemble['other_map']}}, 'type_map'),
+        ({'parameters': orm.Dict({**GOOD_CONDITIONS[0], 'ensemble': 'nve'})}, r'parameters.*ensemble'),
+        ({'parameters': orm.Dict({**GOOD_CONDITIONS[0], 'timestep': -0.001})}, r'parameters.*timestep'),
+    ]
     before = _count_calcjobs()
-    with pytest.raises(ValueError, match=r'potentials.*at least 2'):
-        run_get_node(builder)
-    builder.potentials = {'m0': ensemble['seed_1'], 'm1': ensemble['other_map']}
-    with pytest.raises(ValueError, match='type_map'):
-        run_get_node(builder)
-    builder.potentials = {'m0': ensemble['seed_1'], 'm1': ensemble['seed_2']}
-    builder.parameters = orm.Dict({**GOOD_CONDITIONS[0], 'ensemble': 'nve'})
-    with pytest.raises(ValueError, match=r'parameters.*ensemble'):
-        run_get_node(builder)
+    for change, match in bad:
+        with pytest.raises(ValueError, match=match):
+            run_get_node(calculation, **{**good, **change})
     assert _count_calcjobs() == before

@@ -13,6 +13,21 @@ SIO2_DIR = '/work/shared/data/sio2'
 KNOWN_DH = {0.0: 191.0, 10.0: -63.0}
 
 
+# Cells of 6-12 atoms gain nothing from intra-op threads, and spinning threads collapse when the cores are
+# shared (parallel jobs, a busy CI runner): one thread in process and in the jobs keeps the timing predictable.
+ONE_THREAD = 'export OMP_NUM_THREADS=1'
+
+
+@pytest.fixture(scope='module', autouse=True)
+def single_torch_thread():
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def read_polymorph(name: str) -> Atoms:
     import ase.io
 
@@ -135,7 +150,7 @@ def run_oracle(codes, structures: dict, settings: dict | None = None):
     inputs = {
         'code': codes['oracle'],
         'structures': {key: orm.StructureData(ase=atoms) for key, atoms in structures.items()},
-        'metadata': {'options': {'max_wallclock_seconds': 600}},
+        'metadata': {'options': {'max_wallclock_seconds': 600, 'prepend_text': ONE_THREAD}},
     }
     if settings is not None:
         inputs['settings'] = orm.Dict(settings)
@@ -202,3 +217,24 @@ def test_oracle_calculation_rejects_bad_inputs(codes, settings, structures, mess
     with pytest.raises(ValueError, match=message):
         run_oracle(codes, {key: small_melt(0) for key in structures}, settings)
     assert QueryBuilder().append(CalcJobNode).count() == before
+
+
+@pytest.fixture(scope='module')
+def silent_code(codes):
+    """A code for the oracle plugin whose executable exits at once and writes nothing (a job that died early)."""
+    from aiida import orm
+    from aiida.common.exceptions import NotExistent
+
+    computer = codes['oracle'].computer
+    try:
+        return orm.load_code(f'oracle-silent@{computer.label}')
+    except NotExistent:
+        return orm.InstalledCode(computer=computer, filepath_executable='/bin/false', label='oracle-silent',
+                                 default_calc_job_plugin='liqcryst.oracle').store()
+
+
+def test_oracle_calculation_without_output(codes, silent_code):
+    results, node = run_oracle({**codes, 'oracle': silent_code}, {'melt': small_melt(0)})
+    assert node.exit_status == 300
+    assert 'results.json' in node.exit_message
+    assert 'labels' not in results and 'structures' not in results

@@ -75,8 +75,6 @@ class ExploreMDCalculation(CalcJob):
     and deviations before the blow-up, with exit code 310.
     """
 
-    _DEFAULT_INPUT = lammps_input.SCRIPT_FILENAME
-
     @classmethod
     def define(cls, spec):
         super().define(spec)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 
+import ase.io
 from aiida import orm
 from aiida.common import CalcInfo, CodeInfo
 from aiida.engine import CalcJob
@@ -98,8 +99,6 @@ class OracleCalculation(CalcJob):
             atoms = self.inputs.structures[key].get_ase()
             atoms.info[oracle.KEY] = key
             images.append(atoms)
-        import ase.io
-
         buffer = io.StringIO()
         ase.io.write(buffer, images, format='extxyz')
         with folder.open(oracle.STRUCTURES_FILE, 'w') as handle:

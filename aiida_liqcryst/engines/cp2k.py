@@ -22,7 +22,7 @@ BASIS_FILE = 'BASIS_MOLOPT'
 POTENTIAL_FILE = 'GTH_POTENTIALS'
 BASIS_SET = 'DZVP-MOLOPT-SR-GTH'
 
-#: files aiida-cp2k retrieves by default that ENERGY_FORCE does not write (kept for the record).
+#: aiida-cp2k's main output file (retrieved by default): energy, forces and stress are printed there
 OUTPUT_FILE = 'aiida.out'
 
 
@@ -68,11 +68,10 @@ def cp2k_parameters(
     :param cutoff: finest plane-wave grid cutoff in Ry; ``rel_cutoff`` in Ry.
     :param eps_scf: SCF convergence on the energy gradient; OT with an outer loop of ``outer_max_scf``.
     """
-    symbols = structure.get_chemical_symbols() if hasattr(structure, 'get_chemical_symbols') else [
-        site.kind_name for site in structure.sites
-    ]
-    if hasattr(structure, 'get_kind_names'):  # StructureData: the kind's element, not its (possibly tagged) name
-        symbols = [structure.get_kind(site.kind_name).symbol for site in structure.sites]
+    if hasattr(structure, 'get_symbols_set'):  # StructureData: elements, not (possibly tagged) kind names
+        symbols = structure.get_symbols_set()
+    else:
+        symbols = structure.get_chemical_symbols()
     data_dir = pathlib.Path(data_dir)
     return {
         'GLOBAL': {'RUN_TYPE': 'ENERGY_FORCE', 'PRINT_LEVEL': 'MEDIUM'},

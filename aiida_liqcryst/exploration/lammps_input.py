@@ -9,7 +9,7 @@ from ase.data import atomic_masses, atomic_numbers
 
 ENSEMBLES = ('npt', 'nvt')
 BAR_PER_GPA = 1.0e4  # LAMMPS metal units: pressure in bar
-MAX_SEED = 2**31 - 1  # LAMMPS random seeds are positive 32-bit integers
+MAX_SEED = 2**31 - 2  # LAMMPS seeds are positive 32-bit integers: LAMMPS gets seed + 1
 
 DATA_FILENAME = 'structure.data'
 SCRIPT_FILENAME = 'input.lammps'
@@ -29,7 +29,7 @@ class Condition:
     :param timestep: ps (metal units).
     :param dump_every: steps between stored frames; the model deviation is written at the same steps.
     :param thermo_every: steps between thermo lines.
-    :param seed: velocity seed (1 .. 2**31-1).
+    :param seed: velocity seed, 0 .. 2**31-2 (LAMMPS, which needs a positive seed, is given ``seed + 1``).
     :param tau_t: thermostat damping time, ps.
     :param tau_p: barostat damping time, ps.
     """
@@ -131,8 +131,8 @@ def condition_error(value) -> str | None:
     if value.get('dump_every', Condition.dump_every) > steps:
         return f'`dump_every` ({value.get("dump_every", Condition.dump_every)}) must not exceed `steps` ({steps})'
     seed = value.get('seed', Condition.seed)
-    if not 1 <= seed <= MAX_SEED:
-        return f'`seed` must be in [1, {MAX_SEED}] (LAMMPS velocity seed), got {seed}'
+    if not 0 <= seed <= MAX_SEED:
+        return f'`seed` must be in [0, {MAX_SEED}], got {seed}'
     return None
 
 
@@ -184,7 +184,7 @@ def exploration_script(
         f'pair_style      deepmd {" ".join(model_files)} out_freq {c.dump_every} out_file {devi_file}',
         f'pair_coeff      * * {" ".join(elements)}',
         f'timestep        {c.timestep:.10g}',
-        f'velocity        all create {c.temperature:.10g} {c.seed} dist gaussian mom yes rot yes',
+        f'velocity        all create {c.temperature:.10g} {c.seed + 1} dist gaussian mom yes rot yes',
     ]
     if c.ensemble == 'npt':
         bar = c.pressure * BAR_PER_GPA

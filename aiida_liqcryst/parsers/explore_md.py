@@ -48,6 +48,7 @@ class ExploreMDParser(Parser):
                 stepids=np.array(steps, dtype=int),
                 cells=np.array([f['cell'] for f in frames]),
                 times=np.array(steps, dtype=float) * condition.timestep,
+                pbc=[True, True, True],
             )
             self.out('trajectory', trajectory)
             aligned = model_deviation.select_steps(devi, steps)

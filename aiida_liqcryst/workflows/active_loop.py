@@ -204,15 +204,16 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         builder.explore.eps_hi = orm.Float(explore['eps_hi'])
         builder.explore.max_candidates = orm.Int(explore['max_candidates'])
         builder.explore.selection = orm.Str(explore['selection'])
-        label = LabelWorkChain.get_protocol_inputs(inputs['label']['protocol']) if hasattr(LabelWorkChain, 'get_protocol_inputs') else {}
         for namespace, settings in (('label', inputs['label']), ('initial_label', inputs['initial_label'])):
             port = getattr(builder, namespace)
             port.engine = orm.Str(engine)
             port.code = codes['engine']
             port.type_map = orm.List(type_map)
             port.batch_size = orm.Int(settings.get('batch_size', 8))
-            if settings.get('settings'):
-                port.settings = orm.Dict(settings['settings'])
+            if 'protocol' in settings:
+                port.protocol = orm.Str(settings['protocol'])
+            if engine in settings.get('settings', {}):
+                port.settings = orm.Dict({engine: settings['settings'][engine]})
         return builder
 
     # -- steps ---------------------------------------------------------------------------------------------

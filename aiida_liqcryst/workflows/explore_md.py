@@ -89,8 +89,9 @@ def select_candidates(
         selected_per_condition[int(info['condition'])] = selected_per_condition.get(int(info['condition']), 0) + 1
 
     stats_conditions = {}
-    for index in sorted(per_condition):
-        group = per_condition[index]
+    for index in range(len(condition_list)):
+        # a condition whose MDs all gave no frames stays listed, with 0 frames (so it never looks converged)
+        group = per_condition.get(index, {'devi': [np.zeros(0)], 'runs': 0, 'truncated_runs': 0})
         values = np.concatenate(group['devi'])
         stats = model_deviation.summarize(values, lo, hi)
         stats.update(

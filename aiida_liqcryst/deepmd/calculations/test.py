@@ -67,7 +67,7 @@ class DeepmdTestCalculation(CalcJob):
         calcinfo.codes_info = [codeinfo]
         calcinfo.local_copy_list = [
             (potential.uuid, potential.filename, potential.filename),
-            (self.inputs.dataset.uuid, None, DATA_DIR),
+            (self.inputs.dataset.uuid, '', DATA_DIR),
         ]
         calcinfo.retrieve_list = ['test.log', f'{DETAIL}.*.out']
         return calcinfo

@@ -236,8 +236,8 @@ class DeepmdTrainCalculation(CalcJob):
         with folder.open(self.options.input_filename, 'w') as handle:
             json.dump(config, handle, indent=2)
 
-        local_copy_list = [(node.uuid, None, f'{TRAIN_DIR}/{key}') for key, node in datasets.items()]
-        local_copy_list += [(node.uuid, None, f'{VALID_DIR}/{key}') for key, node in validation.items()]
+        local_copy_list = [(node.uuid, '', f'{TRAIN_DIR}/{key}') for key, node in datasets.items()]
+        local_copy_list += [(node.uuid, '', f'{VALID_DIR}/{key}') for key, node in validation.items()]
         remote_copy_list = []
 
         train_args = ['--pt', 'train', self.options.input_filename]

@@ -1,0 +1,133 @@
+"""ActiveLoopWorkChain end to end with real dp, lmp and the oracle: 2 iterations of a tiny protocol."""
+
+import pytest
+from aiida import orm
+from aiida.engine import run_get_node
+
+from aiida_liqcryst.workflows.active_loop import ActiveLoopWorkChain, conditions_for, stage_error
+
+from .conftest import TINY_PARAMETERS
+
+COMPOSITION = {'Si': 1, 'O': 2}
+
+
+def tiny_overrides(**extra):
+    overrides = {
+        'formula_units': 8,
+        'number_of_structures': 2,
+        'max_iterations': 2,
+        'train': {'overrides': {'parameters': TINY_PARAMETERS, 'number_of_models': 2}},
+        # a window that takes every frame: candidates in each iteration, so the loop runs to its bound
+        'explore': {'eps_lo': 0.0, 'eps_hi': 1.0e6, 'max_candidates': 3, 'selection': 'fps'},
+        'initial_label': {'settings': {'oracle': {'relax_steps': 10, 'md': {'steps': 12, 'temperature': 3000, 'timestep': 1.0, 'every': 4}}}},
+        'schedule': {'HP': [{'temperatures': [3000], 'pressures': [0, 10], 'steps': 60, 'dump_every': 10}]},
+    }
+    overrides.update(extra)
+    return overrides
+
+
+@pytest.fixture(scope='module')
+def loop(codes):
+    codes = {**codes, 'engine': codes['oracle']}
+    builder = ActiveLoopWorkChain.get_builder_from_protocol(codes, COMPOSITION, engine='oracle', protocol='demo', overrides=tiny_overrides())
+    _, node = run_get_node(builder)
+    return node
+
+
+def test_loop_runs_to_its_bound(loop):
+    assert loop.is_finished_ok, loop.exit_status
+    assert 'max_iterations (2) reached' in loop.outputs.stop_reason.value
+    rows = loop.outputs.iterations.get_list()
+    assert [r['iteration'] for r in rows] == [0, 1]
+    assert len(loop.outputs.potentials) == 2
+
+
+def test_dataset_grows_by_exactly_the_labels_added(loop):
+    rows = loop.outputs.iterations.get_list()
+    initial = loop.base.links.get_outgoing(link_label_filter='initial_labels').one().node.outputs.dataset.nframes
+    assert rows[0]['dataset_size'] == initial
+    for row in rows:
+        assert 0 < row['labels_added'] <= 3
+        conditions = row['conditions']
+        assert len(conditions) == 4  # 2 structures x 2 pressures
+    assert rows[1]['dataset_size'] == rows[0]['dataset_size'] + rows[0]['labels_added']
+    assert loop.outputs.dataset.nframes == rows[1]['dataset_size'] + rows[1]['labels_added']
+
+
+def test_labeled_frames_trace_back_to_md_and_models(loop):
+    final = loop.outputs.dataset
+    # the frames added in the last iteration: build_dataset <- labels <- oracle calc <- candidate <- select <- MD <- models
+    qb = orm.QueryBuilder()
+    qb.append(orm.CalcFunctionNode, filters={'attributes.function_name': 'select_candidates'}, tag='select')
+    qb.append(orm.StructureData, with_incoming='select', tag='candidate')
+    qb.append(orm.CalcJobNode, with_incoming='candidate', filters={'attributes.process_label': 'OracleCalculation'}, tag='oracle')
+    candidates = qb.all(flat=True)
+    assert candidates, 'no candidate was labeled by the oracle'
+    for select, candidate, oracle_calc in qb.iterall():
+        md_calcs = [n for n in select.base.links.get_incoming().all_nodes() if isinstance(n, orm.Data)]
+        creators = {getattr(n.creator, 'process_label', None) for n in md_calcs if n.creator is not None}
+        assert 'ExploreMDCalculation' in creators
+        md = next(n.creator for n in md_calcs if n.creator is not None and n.creator.process_label == 'ExploreMDCalculation')
+        assert len(md.inputs.potentials) == 2
+    # the final dataset descends from the merges
+    assert final.creator.process_label in ('merge_datasets', 'build_dataset')
+
+
+def test_schedule_and_inputs_validated_before_running(codes):
+    assert stage_error({'temperatures': [-5], 'pressures': [0], 'steps': 10}).startswith('temperatures must')
+    assert 'unknown keys' in stage_error({'temperatures': [3000], 'pressures': [0], 'steps': 10, 'tmep': 1})
+    assert len(conditions_for({'temperatures': [3000, 4000], 'pressures': [0, 10, 20], 'steps': 10}, seed=1)) == 6
+    codes = {**codes, 'engine': codes['oracle']}
+    builder = ActiveLoopWorkChain.get_builder_from_protocol(codes, COMPOSITION, engine='oracle', protocol='demo')
+    builder.schedule = orm.List([{'temperatures': [3000], 'pressures': [0]}])
+    with pytest.raises(ValueError, match='lacks'):
+        run_get_node(builder)
+    builder = ActiveLoopWorkChain.get_builder_from_protocol(codes, COMPOSITION, engine='oracle', protocol='demo')
+    builder.explore.eps_lo = orm.Float(0.5)
+    builder.explore.eps_hi = orm.Float(0.2)
+    with pytest.raises(ValueError, match='eps_lo'):
+        run_get_node(builder)
+    with pytest.raises(ValueError, match='pressure_range'):
+        ActiveLoopWorkChain.get_builder_from_protocol(codes, COMPOSITION, pressure_range='XP')
+
+
+def test_lp_and_hp_are_one_switch(codes):
+    codes = {**codes, 'engine': codes['oracle']}
+    lp = ActiveLoopWorkChain.get_builder_from_protocol(codes, COMPOSITION, protocol='paper', pressure_range='LP')
+    hp = ActiveLoopWorkChain.get_builder_from_protocol(codes, COMPOSITION, protocol='paper', pressure_range='HP')
+    assert {p for s in lp.schedule.get_list() for p in s['pressures']} == {0}
+    assert max(p for s in hp.schedule.get_list() for p in s['pressures']) == 70
+    assert hp.formula_units.value == 114 and hp.explore.eps_lo.value == 0.15 and hp.explore.eps_hi.value == 0.30
+
+
+def test_validation_on_fresh_liquid_frames(loop, codes):
+    import numpy as np
+
+    from aiida_liqcryst.workflows.validate import ValidateWorkChain
+
+    potentials = dict(loop.outputs.potentials.items())
+    builder = ValidateWorkChain.get_builder()
+    builder.potentials = potentials
+    builder.potential = potentials['model_0']
+    builder.dp_code = codes['dp']
+    builder.md.code = codes['lmp']
+    builder.md.structures = {'melt': loop.base.links.get_outgoing(link_label_filter='initial_labels').one().node.inputs.structures['melt_0']}
+    builder.md.conditions = orm.List([{'temperature': 3000.0, 'pressure': 0.0, 'ensemble': 'nvt', 'steps': 60, 'timestep': 0.001,
+                                       'dump_every': 10, 'thermo_every': 10, 'seed': 99}])
+    builder.md.max_candidates = orm.Int(4)
+    builder.label.engine = orm.Str('oracle')
+    builder.label.code = codes['oracle']
+    builder.label.type_map = orm.List(['O', 'Si'])
+    _, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_status
+    metrics = node.outputs.metrics.get_dict()
+    assert metrics['nframes'] == node.outputs.dataset.nframes == 4
+    parity = next(c for c in node.called if c.process_label == 'DeepmdTestCalculation').outputs.parity
+    forces = parity.get_array('forces_predicted') - parity.get_array('forces_reference')
+    assert metrics['force_rmse'] == pytest.approx(float(np.sqrt(np.mean(forces**2))))
+    # the reference labels are the oracle's: the dataset's energies equal dp test's reference column
+    reference = parity.get_array('energy_reference')
+    frames = node.outputs.dataset.get_frames()
+    assert sorted(reference) == pytest.approx(sorted(f['energy'] / len(f['symbols']) for f in frames))
+    with node.outputs.parity_plot.as_path() as path:
+        assert path.stat().st_size > 10_000
