@@ -28,6 +28,30 @@ def format_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def validate(loop: orm.WorkflowNode, codes: dict, echo=print, frames: int = 12) -> orm.WorkflowNode:
+    """Parity of the loop's first model against the oracle on fresh MD frames at the last stage's conditions."""
+    from aiida_liqcryst.workflows.active_loop import conditions_for
+
+    ValidateWorkChain = WorkflowFactory('liqcryst.validate')
+    potentials = dict(loop.outputs.potentials.items())
+    stage = loop.inputs.schedule.get_list()[-1]
+    builder = ValidateWorkChain.get_builder()
+    builder.potentials = potentials
+    builder.potential = potentials['model_0']
+    builder.dp_code = codes['dp']
+    builder.md.code = codes['lmp']
+    initial_labels = loop.base.links.get_outgoing(link_label_filter='initial_labels').one().node
+    builder.md.structures = dict(initial_labels.inputs.structures.items())  # the loop's random packings
+    builder.md.conditions = orm.List(conditions_for(stage, seed=12345))  # other seeds than the loop's
+    builder.md.max_candidates = orm.Int(frames)
+    builder.label.engine = orm.Str('oracle')
+    builder.label.code = codes['oracle']
+    builder.label.type_map = orm.List(potentials['model_0'].type_map)
+    echo('validating the final model on fresh liquid frames')
+    _, node = run_get_node(builder)
+    return node
+
+
 def run_demo(protocol: str = 'demo', echo=print) -> orm.WorkflowNode:
     """Run the HP active loop with the oracle on the current profile, validate it, print where results are."""
     ActiveLoopWorkChain = WorkflowFactory('liqcryst.active_loop')
@@ -49,5 +73,12 @@ def run_demo(protocol: str = 'demo', echo=print) -> orm.WorkflowNode:
     for key, potential in node.outputs.potentials.items():
         echo(f'  potential {key:<10} <{potential.pk}>  {potential.filename}')
     echo(f'  per-iteration table  <{node.outputs.iterations.pk}>')
+    validation = validate(node, codes, echo)
+    if validation.is_finished_ok:
+        m = validation.outputs.metrics.get_dict()
+        echo(f'validation on {m["nframes"]} fresh liquid frames: energy RMSE {m["energy_rmse_mev_per_atom"]:.1f} meV/atom, '
+             f'force RMSE {m["force_rmse"]:.3f} eV/Å (vs the oracle)')
+        echo(f'  validation <{validation.pk}>: metrics <{validation.outputs.metrics.pk}>, parity plot '
+             f'<{validation.outputs.parity_plot.pk}> (verdi node repo dump {validation.outputs.parity_plot.pk} ./parity)')
     echo(f'  full provenance: verdi process status {node.pk}; verdi node graph generate {node.pk}')
     return node

@@ -5,6 +5,7 @@ Fixtures that only one test module needs live in that module.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytest_plugins = ['aiida.tools.pytest_fixtures']
@@ -38,7 +39,7 @@ def melt_frames():
     frames = []
     for seed in range(6):
         atoms = random_packing({'Si': 1, 'O': 2}, FORMULA_UNITS, DENSITY, MIN_DISTANCE, seed=seed)
-        atoms = oracle.relax(atoms, steps=20 + 10 * seed)  # different depths: a spread of energies
+        atoms = oracle.relax(atoms, steps=10 + 5 * seed)  # different depths: a spread of energies
         frames.append((atoms, oracle.label_atoms(atoms)))
     return frames
 
@@ -50,9 +51,9 @@ def labeled_nodes(frames):
     nodes = {}
     for k, (atoms, label) in enumerate(frames):
         arrays = orm.ArrayData()
-        arrays.set_array('energy', [label['energy']])
-        arrays.set_array('forces', label['forces'])
-        arrays.set_array('virial', label['virial'])
+        arrays.set_array('energy', np.array([label['energy']]))
+        arrays.set_array('forces', np.asarray(label['forces']))
+        arrays.set_array('virial', np.asarray(label['virial']))
         nodes[f'structure_{k}'] = orm.StructureData(ase=atoms)
         nodes[f'labels_{k}'] = arrays
     return nodes

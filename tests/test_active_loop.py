@@ -49,7 +49,8 @@ def test_dataset_grows_by_exactly_the_labels_added(loop):
     for row in rows:
         assert 0 < row['labels_added'] <= 3
         conditions = row['conditions']
-        assert len(conditions) == 4  # 2 structures x 2 pressures
+        assert len(conditions) == 2  # 2 pressures, each explored from both structures
+        assert all(c['frames'] == 2 * (60 // 10 + 1) for c in conditions.values())
     assert rows[1]['dataset_size'] == rows[0]['dataset_size'] + rows[0]['labels_added']
     assert loop.outputs.dataset.nframes == rows[1]['dataset_size'] + rows[1]['labels_added']
 
@@ -61,9 +62,9 @@ def test_labeled_frames_trace_back_to_md_and_models(loop):
     qb.append(orm.CalcFunctionNode, filters={'attributes.function_name': 'select_candidates'}, tag='select')
     qb.append(orm.StructureData, with_incoming='select', tag='candidate')
     qb.append(orm.CalcJobNode, with_incoming='candidate', filters={'attributes.process_label': 'OracleCalculation'}, tag='oracle')
-    candidates = qb.all(flat=True)
-    assert candidates, 'no candidate was labeled by the oracle'
-    for select, candidate, oracle_calc in qb.iterall():
+    rows = qb.all()
+    assert rows, 'no candidate was labeled by the oracle'
+    for select, candidate, oracle_calc in rows:
         md_calcs = [n for n in select.base.links.get_incoming().all_nodes() if isinstance(n, orm.Data)]
         creators = {getattr(n.creator, 'process_label', None) for n in md_calcs if n.creator is not None}
         assert 'ExploreMDCalculation' in creators
@@ -79,9 +80,8 @@ def test_schedule_and_inputs_validated_before_running(codes):
     assert len(conditions_for({'temperatures': [3000, 4000], 'pressures': [0, 10, 20], 'steps': 10}, seed=1)) == 6
     codes = {**codes, 'engine': codes['oracle']}
     builder = ActiveLoopWorkChain.get_builder_from_protocol(codes, COMPOSITION, engine='oracle', protocol='demo')
-    builder.schedule = orm.List([{'temperatures': [3000], 'pressures': [0]}])
     with pytest.raises(ValueError, match='lacks'):
-        run_get_node(builder)
+        builder.schedule = orm.List([{'temperatures': [3000], 'pressures': [0]}])
     builder = ActiveLoopWorkChain.get_builder_from_protocol(codes, COMPOSITION, engine='oracle', protocol='demo')
     builder.explore.eps_lo = orm.Float(0.5)
     builder.explore.eps_hi = orm.Float(0.2)

@@ -50,6 +50,7 @@ def strained_stishovite():
         ({'task': 'md', 'temperature': 300, 'steps': 10, 'ensemble': 'npt'}, 'ensemble'),
         ({'task': 'md', 'temperature': 300, 'steps': 2.5}, 'whole number'),
         ({'task': 'label', 'fmax': 0.1}, 'unknown key'),
+        ({'task': 'label', 'threads': 0}, "'threads' must be >= 1"),
     ],
 )
 def test_check_settings_rejects(settings, message):

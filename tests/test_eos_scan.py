@@ -70,6 +70,12 @@ def test_eos_comparison_table_by_construction():
     assert rows['broken']['v0_reference'] == pytest.approx(10.0, rel=1e-4)
     # without the energy-zero phase, the phase of lowest reference E0 is the zero
     assert eos_comparison_table(curves, energy_zero='coesite')['energy_zero'] == 'alpha_quartz'
+    # a potential without a minimum for the zero phase leaves the reference's relative energies as they were
+    curves['alpha_quartz']['potential'] = curves['broken']['potential']
+    rows = eos_comparison_table(curves)['rows']
+    assert rows['stishovite']['relative_energy_reference'] == pytest.approx(100.0, abs=0.5)
+    assert rows['stishovite']['relative_energy_potential'] is None and rows['stishovite']['relative_curve_rmse'] is None
+    assert rows['stishovite']['delta_v0_percent'] == pytest.approx(2.0, abs=0.05)
 
 
 def test_bad_inputs_rejected_before_running(aiida_profile, codes, tiny_potential):
@@ -171,10 +177,17 @@ def test_eos_scan_with_vdos(aiida_profile, codes, tiny_potential):
     assert content[:8] == b'\x89PNG\r\n\x1a\n' and len(content) > 10_000
 
     # provenance: the reference labels are of exactly the potential's geometries
-    label_calc = next(c for c in node.called if c.base.links.get_incoming().all() and c.process_label == 'AseCalculation'
-                      and c.inputs.settings['task'] == 'label')
-    assert 'potential' not in label_calc.inputs
+    calcs = {c.inputs.settings['task'] + ('_potential' if 'potential' in c.inputs else ''): c
+             for c in node.called if c.process_label == 'AseCalculation'}
+    assert set(calcs) == {'eos_potential', 'eos', 'label'}
+    label_calc = calcs['label']
     assert len(label_calc.inputs.structures) == POINTS * len(PHASES)
+    geometry = label_calc.inputs.structures['stishovite_p00']
+    assert geometry.creator.process_label == 'eos_geometries'
+    assert calcs['eos_potential'].outputs.results['stishovite'] in geometry.creator.base.links.get_incoming().all_nodes()
+    np.testing.assert_allclose(
+        geometry.get_cell_volume() / 6, curves.get_array('stishovite_volumes_potential')[0], rtol=1e-8
+    )
 
     vdos = next(c for c in node.called if c.process_label == 'VDOSWorkChain')
     assert vdos.is_finished_ok

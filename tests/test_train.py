@@ -27,16 +27,24 @@ def train(codes, dataset, parameters, seed, **extra):
     )
 
 
+def full_batch(dataset):
+    """The tiny parameters with every frame in each batch: a smooth learning curve (batch size 1 is noisy)."""
+    parameters = copy.deepcopy(TINY_PARAMETERS)
+    parameters['training']['batch_size'] = max(s['nframes'] for s in dataset.systems)
+    parameters['loss']['start_pref_f'] = 100  # an int, as AiiDA returns a stored 100.0: the calc casts it back
+    return parameters
+
+
 @pytest.fixture(scope='module')
 def seed1(codes, sio2_dataset):
     """The tiny network trained 100 steps with seed 1."""
-    return train(codes, sio2_dataset, copy.deepcopy(TINY_PARAMETERS), seed=1)
+    return train(codes, sio2_dataset, full_batch(sio2_dataset), seed=1)
 
 
 @pytest.fixture(scope='module')
 def seed2_compressed(codes, sio2_dataset):
     """The same training with seed 2, compressed."""
-    return train(codes, sio2_dataset, copy.deepcopy(TINY_PARAMETERS), seed=2, compress=orm.Bool(True))
+    return train(codes, sio2_dataset, full_batch(sio2_dataset), seed=2, compress=orm.Bool(True))
 
 
 def predict(potential, atoms):
@@ -71,6 +79,9 @@ def test_training_outputs(seed1, sio2_dataset, melt_frames):
     assert steps[-1] == TINY_PARAMETERS['training']['numb_steps']
     assert np.all(np.diff(steps) > 0)
     assert {'rmse_trn', 'rmse_e_trn', 'rmse_f_trn', 'lr'} <= set(curve.get_arraynames())
+    # the network learned: energy and force errors on the (full-batch) training data went down
+    assert curve.get_array('rmse_e_trn')[-1] < curve.get_array('rmse_e_trn')[0]
+    assert curve.get_array('rmse_f_trn')[-1] < curve.get_array('rmse_f_trn')[0]
 
     out = results['output_parameters'].get_dict()
     assert out['steps_done'] == TINY_PARAMETERS['training']['numb_steps']
@@ -83,13 +94,16 @@ def test_training_outputs(seed1, sio2_dataset, melt_frames):
     assert potential.creator.uuid == node.uuid
     incoming = {link.link_label: link.node.uuid for link in node.base.links.get_incoming().all()}
     assert incoming['datasets__melt'] == sio2_dataset.uuid
-    # AiiDA turned 100.0 into 100: input.json has the float back
+    # the integer 100 of a float key is written as 100.0 in input.json
     import json
 
+    assert isinstance(node.inputs.parameters['loss']['start_pref_f'], int)
     written = json.loads(node.outputs.retrieved.get_object_content('input.json'))
-    assert isinstance(written['loss']['start_pref_f'], float)
-    assert written['training']['training_data']['systems'] == [f'data/train/melt/{s["name"]}' for s in sio2_dataset.systems]
+    assert isinstance(written['loss']['start_pref_f'], float) and written['loss']['start_pref_f'] == 100
+    systems = [f'data/train/melt/{s["name"]}' for s in sio2_dataset.systems]
+    assert written['training']['training_data']['systems'] == systems
     assert written['training']['seed'] == 1
+    assert written['training']['training_data']['batch_size'] == full_batch(sio2_dataset)['training']['batch_size']
 
 
 def test_seeds_and_compression(seed1, seed2_compressed, melt_frames):
@@ -115,7 +129,9 @@ def test_seeds_and_compression(seed1, seed2_compressed, melt_frames):
 def test_dp_test_parity(codes, seed1, sio2_dataset):
     """dp test's reported RMSEs agree with the RMSEs recomputed from the parity arrays."""
     results, _ = seed1
-    out, node = run_get_node(DeepmdTestCalculation, code=codes['dp'], potential=results['potential'], dataset=sio2_dataset)
+    out, node = run_get_node(
+        DeepmdTestCalculation, code=codes['dp'], potential=results['potential'], dataset=sio2_dataset
+    )
     assert node.is_finished_ok, node.exit_message
     parity = out['parity']
     errors = out['output_parameters'].get_dict()
@@ -132,6 +148,22 @@ def test_dp_test_parity(codes, seed1, sio2_dataset):
     assert errors['max_f_error'] >= errors['rmse_f'] > 0
     v_ref, v_pred = parity.get_array('virial_reference'), parity.get_array('virial_predicted')
     assert errors['rmse_v_per_atom'] == pytest.approx(np.sqrt(np.mean((v_pred - v_ref) ** 2)), rel=1e-5)
+
+
+def test_read_lcurve_drops_rows_a_restart_repeats():
+    """A restart from the checkpoint of step 20 repeats steps 30, 40 of the killed run: the later rows win."""
+    from aiida_liqcryst.deepmd.parsers.lcurve import read_lcurve, read_table
+
+    header = '# step rmse_trn lr\n# If there is no available reference data, rmse_*_{val,trn} will print nan\n'
+    killed = '10 3.0 1e-3\n20 2.0 1e-3\n30 9.0 1e-3\n40 9.0 1e-3\n'
+    text = header + killed + header + '30 1.5 1e-3\n40 1.0 1e-3\n50 0.5 1e-3\n'
+    curve = read_lcurve(text)
+    assert list(curve['step']) == [10, 20, 30, 40, 50]
+    assert list(curve['rmse_trn']) == [3.0, 2.0, 1.5, 1.0, 0.5]
+    detail = read_table('# data/sys_000: data_e pred_e\n-6.0 -5.9\n-6.1 -6.2\n')
+    assert list(detail) == ['data_e', 'pred_e'] and detail['pred_e'][1] == -6.2
+    with pytest.raises(ValueError):
+        read_table('# step rmse\n')
 
 
 def count_train_calcs():

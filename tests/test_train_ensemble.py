@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from aiida import orm
+from aiida.engine import run_get_node
 
 from aiida_liqcryst.workflows.train_ensemble import TrainEnsembleWorkChain
 
@@ -57,9 +58,10 @@ def test_protocols_and_paper_parameters(sio2_dataset, codes):
 
 @pytest.mark.parametrize('seeds, message', [([], 'non-empty'), ([1, 1], 'distinct'), ([-1, 2], 'non-negative')])
 def test_bad_seeds_rejected_before_running(codes, sio2_dataset, seeds, message):
-    from aiida.engine import run_get_node
-
     builder = TrainEnsembleWorkChain.get_builder_from_protocol(codes['dp'], sio2_dataset, protocol='demo')
-    builder.seeds = orm.List(seeds)
     with pytest.raises(ValueError, match=message):
-        run_get_node(builder)
+        builder.seeds = orm.List(seeds)  # the port validator answers at once, before anything runs
+    inputs = dict(builder)
+    inputs['seeds'] = orm.List(seeds)
+    with pytest.raises(ValueError, match=message):
+        run_get_node(TrainEnsembleWorkChain, **inputs)

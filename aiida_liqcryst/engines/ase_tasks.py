@@ -4,7 +4,7 @@ Run in a folder holding ``settings.json``, ``structures.extxyz`` (the batch, one
 order of ``settings['names']``) and, for ``calculator: deepmd``, the frozen model ``model.pth``.
 
 ``settings.json``: ``{"task": ..., "calculator": "oracle" | "deepmd", "names": [...], <task parameters>}``,
-the task parameters of :data:`TASK_DEFAULTS` (checked by :func:`check_settings`, which the AiiDA
+the task parameters of :data:`TASK_DEFAULTS` and ``threads`` (PyTorch threads, default 1) (checked by :func:`check_settings`, which the AiiDA
 ``AseCalculation`` also calls before submission).
 
 Everything is written to ``outputs/``:
@@ -58,6 +58,9 @@ TASK_DEFAULTS = {
         'friction': 0.01, 'equilibration_steps': 0, 'supercell': [1, 1, 1], 'seed': 0,
     },
 }
+# Settings of every task. threads: PyTorch threads of the calculator. One is the default: cells of tens of
+# atoms gain nothing from more, and spin-waiting threads slow a job tenfold when jobs share the cores.
+COMMON_DEFAULTS = {'threads': 1}
 REQUIRED = {'eos': ('volume_fractions',), 'md': ('temperature', 'steps')}
 PRIVATE = ('task', 'calculator', 'names')  # keys the CalcJob adds
 
@@ -72,7 +75,7 @@ def check_settings(settings: dict) -> dict:
     task = settings.get('task')
     if task not in TASKS:
         raise ValueError(f'settings: unknown task {task!r}; choose one of {TASKS}')
-    defaults = TASK_DEFAULTS[task]
+    defaults = {**COMMON_DEFAULTS, **TASK_DEFAULTS[task]}
     unknown = set(settings) - set(defaults) - set(PRIVATE)
     if unknown:
         raise ValueError(f'settings: unknown key(s) {sorted(unknown)} for task {task!r}; allowed: {sorted(defaults)}')
@@ -96,6 +99,7 @@ def check_settings(settings: dict) -> dict:
             raise ValueError(f'settings: {key!r} must be {">" if strict else ">="} {minimum}, got {out[key]!r}')
         out[key] = value
 
+    number('threads', int, minimum=1)
     if task in ('relax', 'eos'):
         number('pressure')
         number('fmax', minimum=0, strict=True)
@@ -142,6 +146,18 @@ def check_settings(settings: dict) -> dict:
             raise ValueError(f"settings: 'supercell' must be three positive integers, got {supercell!r}")
         out['supercell'] = [int(n) for n in supercell]
     return out
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` threads in PyTorch (SevenNet and DeePMD); call before the calculator is made."""
+    import os
+
+    for variable in ('OMP_NUM_THREADS', 'DP_INTRA_OP_PARALLELISM_THREADS'):
+        os.environ[variable] = str(threads)
+    os.environ['DP_INTER_OP_PARALLELISM_THREADS'] = '1'
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def get_calculator(name: str, folder: pathlib.Path = pathlib.Path('.')):
@@ -212,20 +228,20 @@ def _thermo(atoms, pressure=0.0) -> dict:
 def task_label(atoms, calculator, settings):
     from aiida_liqcryst.engines.oracle import label_atoms
 
+    _require_3d(atoms, 'label')  # the label contract has a virial
     if settings['calculator'] == 'oracle':
         label = label_atoms(atoms)  # the oracle's own labelling: same numbers as every other oracle label
     else:
         atoms = atoms.copy()
         atoms.calc = calculator
         label = {'energy': float(atoms.get_potential_energy()), 'forces': atoms.get_forces()}
-        label['virial'] = -atoms.get_stress(voigt=False) * atoms.get_volume() if all(atoms.pbc) else np.zeros((3, 3))
+        label['virial'] = -atoms.get_stress(voigt=False) * atoms.get_volume()  # the oracle's convention
     arrays = {'energy': np.array([label['energy']]), 'forces': np.asarray(label['forces']), 'virial': np.asarray(label['virial'])}
     return atoms, arrays, {'energy': label['energy'], 'natoms': len(atoms)}, None
 
 
 def task_relax(atoms, calculator, settings):
-    if settings['cell']:
-        _require_3d(atoms, 'relax')
+    _require_3d(atoms, 'relax')  # volume, pressure and enthalpy are reported for every relaxation
     start = atoms.copy()
     start.calc = calculator
     initial_energy = float(start.get_potential_energy())
@@ -367,6 +383,7 @@ def run(folder='.') -> int:
         names = raw.get('names') or [f'structure_{k}' for k in range(len(images))]
         if len(names) != len(images):
             raise ValueError(f'{len(names)} names but {len(images)} structures in {STRUCTURES_FILE}')
+        set_threads(settings['threads'])
         calculator = get_calculator(settings['calculator'], folder)
     except Exception as exc:  # noqa: BLE001 - reported in the summary, read by the parser
         summary['error'] = f'{type(exc).__name__}: {exc}'
@@ -382,7 +399,7 @@ def run(folder='.') -> int:
     failed = 0
     for name, atoms in zip(names, images):
         atoms.calc = None
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         print(f'[{settings["task"]}] {name}: {len(atoms)} atoms', flush=True)
         try:
             final, arrays, scalars, trajectory = run_structure(atoms, calculator, settings)
@@ -398,6 +415,7 @@ def run(folder='.') -> int:
             traceback.print_exc()
             entry = {'status': 'failed', 'error': f'{type(exc).__name__}: {exc}'}
         entry['seconds'] = round(time.perf_counter() - start, 3)
+        entry['cpu_seconds'] = round(time.process_time() - cpu, 3)  # all threads: the cost without other load
         summary['structures'][name] = entry
         _write_json(out / SUMMARY_FILE, summary)
         print(f'[{settings["task"]}] {name}: {entry["status"]} in {entry["seconds"]} s', flush=True)

@@ -7,7 +7,7 @@ import tempfile
 
 import numpy as np
 from aiida import orm
-from aiida.engine import ToContext, WorkChain, calcfunction, if_
+from aiida.engine import ToContext, WorkChain, calcfunction
 from aiida.plugins import CalculationFactory, WorkflowFactory
 
 from aiida_liqcryst.analysis.eos import MIN_POINTS, TABLE_COLUMNS, TABLE_UNITS, eos_comparison_table
@@ -20,7 +20,7 @@ from aiida_liqcryst.workflows.vdos import REFERENCE, validate_parameters as vali
 AseCalculation = CalculationFactory('liqcryst.ase')
 VDOSWorkChain = WorkflowFactory('liqcryst.vdos')
 
-RELAX_KEYS = ('pressure', 'fmax', 'steps', 'scan_steps', 'optimizer')
+RELAX_KEYS = ('pressure', 'fmax', 'steps', 'scan_steps', 'optimizer', 'threads')
 LABEL_KEY = re.compile(r'^label_(?P<phase>.+)_p(?P<point>\d+)$')
 
 
@@ -249,7 +249,7 @@ class EOSScanWorkChain(ProtocolMixin, WorkChain):
                    help='Relax positions and cell before the scan; without it the scan scales the input structure.')
         spec.input('relax_settings', valid_type=orm.Dict, required=False, validator=validate_relax_settings,
                    help='pressure (GPa), fmax (eV/Å), steps (initial relaxation), scan_steps (at each fixed volume), '
-                        'optimizer (FIRE|BFGS); defaults of the ase eos task.')
+                        'optimizer (FIRE|BFGS), threads (PyTorch threads per job); defaults of the ase eos task.')
         spec.input('reference_eos', valid_type=orm.Bool, default=lambda: orm.Bool(True),
                    help='Also scan with the reference (own relaxations); else the reference curve is the reference '
                         'energies of the potential geometries.')
@@ -400,7 +400,8 @@ class EOSScanWorkChain(ProtocolMixin, WorkChain):
         futures = {}
         for label in self.ctx.labels:
             geometries = eos_geometries(**self._results(self.ctx[f'eos_{label}']))
-            futures[f'label_{label}'] = self.submit(self._ase(geometries, {'task': 'label'}, label=f'label_{label}'))
+            settings = {'task': 'label', 'threads': self.ctx.eos_settings.get('threads', 1)}
+            futures[f'label_{label}'] = self.submit(self._ase(geometries, settings, label=f'label_{label}'))
             self.report(f'{label}: reference labels of {len(geometries)} geometries: <{futures[f"label_{label}"].pk}>')
         return ToContext(**futures)
 

@@ -21,7 +21,8 @@ def validate_inputs(value, ctx=None):
         return None
     missing = [e for e in value['dataset'].type_map if e not in value['potential'].type_map]
     if missing:
-        return f'`dataset` has elements {missing} that `potential` (type_map {value["potential"].type_map}) does not know'
+        type_map = value['potential'].type_map
+        return f'`dataset` has elements {missing} that `potential` (type_map {type_map}) does not know'
     return None
 
 

@@ -26,8 +26,8 @@ def deepmd_arguments():
 
 
 def _wants_float(argument) -> bool:
-    dtypes = set(argument.dtype)
-    return float in dtypes and int not in dtypes
+    # (float, int)-typed keys (loss prefactors, numb_epoch, ...) are real numbers that deepmd also accepts as int
+    return float in set(argument.dtype)
 
 
 def cast_floats(argument, value):
@@ -51,8 +51,9 @@ def cast_floats(argument, value):
     if isinstance(value, list):
         if argument.repeat or argument.sub_fields or argument.sub_variants:
             return [cast_floats(argument, item) for item in value]
-        element_types = {getattr(t, '__args__', (None,))[0] for t in argument.dtype if getattr(t, '__origin__', None) is list}
-        if float in element_types and int not in element_types:
+        lists = [t for t in argument.dtype if getattr(t, '__origin__', None) is list]
+        element_types = {getattr(t, '__args__', (None,))[0] for t in lists}
+        if float in element_types:
             return [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
         return value
     if isinstance(value, int) and not isinstance(value, bool) and _wants_float(argument):
@@ -82,7 +83,11 @@ def make_input(parameters: dict, train_systems: list[str], valid_systems: list[s
     config = copy.deepcopy(parameters)
     training = config.setdefault('training', {})
     batch_size = training.pop('batch_size', 'auto')
-    training['training_data'] = {'batch_size': batch_size, **training.get('training_data', {}), 'systems': train_systems}
+    training['training_data'] = {
+        'batch_size': batch_size,
+        **training.get('training_data', {}),
+        'systems': train_systems,
+    }
     if valid_systems:
         training['validation_data'] = {
             'batch_size': batch_size,
@@ -115,8 +120,8 @@ def check_parameters(parameters: dict, datasets: dict, validation: dict) -> str 
         for key, dataset in nodes.items():
             if dataset.type_map != type_map:
                 return (
-                    f'`{namespace}.{key}` has type_map {dataset.type_map} but `parameters.model.type_map` is {type_map}: '
-                    'they must be equal'
+                    f'`{namespace}.{key}` has type_map {dataset.type_map} but `parameters.model.type_map` is '
+                    f'{type_map}: they must be equal'
                 )
             if not dataset.nframes:
                 return f'`{namespace}.{key}` is empty'
@@ -213,9 +218,12 @@ class DeepmdTrainCalculation(CalcJob):
         )
         spec.default_output_node = 'output_parameters'
 
+        spec.exit_code(300, 'ERROR_TRAINING_FAILED', message='dp train failed: {reason}')
         spec.exit_code(301, 'ERROR_MISSING_OUTPUT', message='The training did not produce {filename}.')
         spec.exit_code(302, 'ERROR_LCURVE', message='lcurve.out is missing or unreadable: {reason}')
-        spec.exit_code(310, 'ERROR_NAN_LOSS', message='dp train stopped on a NaN loss or gradient: lower the learning rate.')
+        spec.exit_code(
+            310, 'ERROR_NAN_LOSS', message='dp train stopped on a NaN loss or gradient: lower the learning rate.'
+        )
         spec.exit_code(
             320,
             'ERROR_OUT_OF_WALLTIME',

@@ -24,7 +24,7 @@ import tempfile
 import numpy as np
 from aiida import orm
 
-ARRAY_FILES = {'coord': 'coord.npy', 'box': 'box.npy', 'energy': 'energy.npy', 'force': 'force.npy', 'virial': 'virial.npy'}
+ARRAY_FILES = {name: f'{name}.npy' for name in ('coord', 'box', 'energy', 'force', 'virial')}
 SET_NAME = 'set.000'
 
 
@@ -76,7 +76,8 @@ class LabeledDatasetData(orm.Data):
     """
 
     def __init__(self, type_map: list[str] | None = None, frames: list[dict] | None = None, **kwargs):
-        """Build from a type map and frames (dicts ``symbols``, ``positions``, ``cell``, ``energy``, ``forces``, ``virial``)."""
+        """Build from a type map and frames (dicts ``symbols``, ``positions``, ``cell``, ``energy``, ``forces``,
+        ``virial``)."""
         super().__init__(**kwargs)
         if type_map is not None or frames is not None:
             self._set_frames(list(type_map or []), list(frames or []))
@@ -114,7 +115,7 @@ class LabeledDatasetData(orm.Data):
         return self.base.attributes.get('systems')
 
     def get_arrays(self, name: str | None = None) -> dict:
-        """Arrays of one system (``type`` and those of ``ARRAY_FILES``), or of all systems by name when ``name`` is None."""
+        """Arrays of one system (``type`` and those of ``ARRAY_FILES``); of every system by name if ``name`` is None."""
         if name is None:
             return {s['name']: self.get_arrays(s['name']) for s in self.systems}
         repository = self.base.repository
@@ -126,7 +127,7 @@ class LabeledDatasetData(orm.Data):
         return arrays
 
     def get_frames(self) -> list[dict]:
-        """The frames as dicts (``symbols``, ``positions``, ``cell``, ``energy``, ``forces``, ``virial``), system by system."""
+        """The frames as dicts (``symbols``, ``positions``, ``cell``, ``energy``, ``forces``, ``virial``)."""
         frames = []
         type_map = self.type_map
         for arrays in self.get_arrays().values():
@@ -157,5 +158,6 @@ class LabeledDatasetData(orm.Data):
         import dpdata
 
         with tempfile.TemporaryDirectory() as tmp:
-            systems = [dpdata.LabeledSystem(path, fmt='deepmd/npy', type_map=self.type_map) for path in self.export(tmp)]
+            paths = self.export(tmp)
+            systems = [dpdata.LabeledSystem(path, fmt='deepmd/npy', type_map=self.type_map) for path in paths]
         return dpdata.MultiSystems(*systems, type_map=list(self.type_map))

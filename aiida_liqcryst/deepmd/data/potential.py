@@ -39,7 +39,10 @@ class DeepPotentialData(orm.SinglefileData):
             name = getattr(file, 'name', None) if not isinstance(file, (str, pathlib.Path)) else file
             filename = pathlib.Path(name).name if name and str(name).endswith(SUFFIX) else f'model{SUFFIX}'
         if not str(filename).endswith(SUFFIX):
-            raise ValueError(f'a frozen PyTorch DeePMD model must be named *{SUFFIX} (deepmd picks its backend by suffix), got {filename}')
+            raise ValueError(
+                f'a frozen PyTorch DeePMD model must be named *{SUFFIX} (deepmd picks its backend by suffix), '
+                f'got {filename}'
+            )
         super().__init__(file, filename=filename, **kwargs)
         self._read_metadata(compressed, descriptor_type)
 

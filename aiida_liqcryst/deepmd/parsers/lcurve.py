@@ -1,4 +1,5 @@
-"""One reader for deepmd-kit's commented tables: ``lcurve.out`` and ``dp test`` details (``*.e_peratom.out``, ``*.f.out``, ...).
+"""One reader for deepmd-kit's commented tables: ``lcurve.out`` and the ``dp test`` details (``*.e_peratom.out``,
+``*.f.out``, ...).
 
 Plain functions, no AiiDA: the column names come from the ``#`` header line that has as many names as the table
 has columns (``# step rmse_trn ... lr`` in lcurve.out; ``# <system>: data_e pred_e`` in dp test details).

@@ -34,7 +34,8 @@ def summarize(curve: dict[str, np.ndarray]) -> dict:
         if name in curve:
             value = float(curve[name][-1])
             summary[name if name != 'lr' else 'final_lr'] = value if np.isfinite(value) else None
-    loss = curve.get('rmse_val') if 'rmse_val' in curve and np.all(np.isfinite(curve['rmse_val'])) else curve.get('rmse_trn')
+    use_validation = 'rmse_val' in curve and np.all(np.isfinite(curve['rmse_val']))
+    loss = curve['rmse_val'] if use_validation else curve.get('rmse_trn')
     summary['loss_decreased'] = loss_decreased(loss) if loss is not None else False
     return summary
 
@@ -67,10 +68,14 @@ class DeepmdTrainParser(Parser):
             return self.exit_codes.ERROR_NAN_LOSS
         finished = FINISHED_MARKER in log
         if not finished:
+            if 'Traceback' in log:  # dp raised: a crash, not a kill (a killed job leaves no traceback)
+                return self.exit_codes.ERROR_TRAINING_FAILED.format(reason=log.strip().splitlines()[-1][:500])
             if 'checkpoint' in names:
                 step = int(curve['step'][-1]) if curve is not None else 'unknown'
                 return self.exit_codes.ERROR_OUT_OF_WALLTIME.format(step=step, numb_steps=numb_steps)
-            return self.exit_codes.ERROR_MISSING_OUTPUT.format(filename='a finished training (see train.log)')
+            return self.exit_codes.ERROR_MISSING_OUTPUT.format(
+                filename='a checkpoint: dp train stopped before its first save (see train.log)'
+            )
         if curve is None:
             return self.exit_codes.ERROR_LCURVE.format(reason=lcurve_error)
 

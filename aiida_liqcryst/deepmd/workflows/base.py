@@ -63,7 +63,8 @@ class DeepmdTrainBaseWorkChain(BaseRestartWorkChain):
                 learning_rate[key] = float(learning_rate.get(key, old)) * factor
         self.ctx.inputs.parameters = orm.Dict(parameters)
         self.report(
-            f'{calculation.process_label}<{calculation.pk}> hit a NaN loss: start_lr {old:g} -> {learning_rate["start_lr"]:g}'
+            f'{calculation.process_label}<{calculation.pk}> hit a NaN loss: '
+            f'start_lr {old:g} -> {learning_rate["start_lr"]:g}'
         )
         return ProcessHandlerReport(do_break=True)
 
@@ -72,5 +73,5 @@ class DeepmdTrainBaseWorkChain(BaseRestartWorkChain):
         """Continue the training from the checkpoint in the killed job's remote folder."""
         self.ctx.inputs.restart_from = calculation.outputs.remote_folder
         self.ctx.inputs.restart_mode = orm.Str('restart')
-        self.report(f'{calculation.process_label}<{calculation.pk}> ran out of walltime: restarting from its checkpoint')
+        self.report(f'{calculation.process_label}<{calculation.pk}> ran out of walltime: restarting from checkpoint')
         return ProcessHandlerReport(do_break=True)
