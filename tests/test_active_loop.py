@@ -59,9 +59,9 @@ def test_labeled_frames_trace_back_to_md_and_models(loop):
     final = loop.outputs.dataset
     # the frames added in the last iteration: build_dataset <- labels <- oracle calc <- candidate <- select <- MD <- models
     qb = orm.QueryBuilder()
-    qb.append(orm.CalcFunctionNode, filters={'attributes.function_name': 'select_candidates'}, tag='select')
-    qb.append(orm.StructureData, with_incoming='select', tag='candidate')
-    qb.append(orm.CalcJobNode, with_incoming='candidate', filters={'attributes.process_label': 'OracleCalculation'}, tag='oracle')
+    qb.append(orm.CalcFunctionNode, filters={'attributes.function_name': 'select_candidates'}, tag='select', project='*')
+    qb.append(orm.StructureData, with_incoming='select', tag='candidate', project='*')
+    qb.append(orm.CalcJobNode, with_incoming='candidate', filters={'attributes.process_label': 'OracleCalculation'}, tag='oracle', project='*')
     rows = qb.all()
     assert rows, 'no candidate was labeled by the oracle'
     for select, candidate, oracle_calc in rows:

@@ -4,8 +4,8 @@ Run in a folder holding ``settings.json``, ``structures.extxyz`` (the batch, one
 order of ``settings['names']``) and, for ``calculator: deepmd``, the frozen model ``model.pth``.
 
 ``settings.json``: ``{"task": ..., "calculator": "oracle" | "deepmd", "names": [...], <task parameters>}``,
-the task parameters of :data:`TASK_DEFAULTS` and ``threads`` (PyTorch threads, default 1) (checked by :func:`check_settings`, which the AiiDA
-``AseCalculation`` also calls before submission).
+the task parameters of :data:`TASK_DEFAULTS` and ``threads`` (PyTorch threads, default 1), checked by
+:func:`check_settings`, which the AiiDA ``AseCalculation`` also calls before submission.
 
 Everything is written to ``outputs/``:
 
