@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 from aiida import orm
-from aiida.parsers import Parser
 
 from aiida_liqcryst.calculations.explore_md import STDOUT_FILENAME, ensemble_type_map
 from aiida_liqcryst.exploration import lammps_input, lammps_output, model_deviation
 from aiida_liqcryst.exploration.lammps_input import Condition
+from aiida_liqcryst.parsers import RetrievedFilesParser
 
 
-class ExploreMDParser(Parser):
+class ExploreMDParser(RetrievedFilesParser):
     """Attach whatever the MD produced, then return the exit code that says how it ended."""
-
-    def _read(self, name: str) -> str | None:
-        try:
-            return self.retrieved.base.repository.get_object_content(name)
-        except (FileNotFoundError, OSError):
-            return None
 
     def parse(self, **kwargs):
         condition = Condition.from_dict(self.node.inputs.parameters.get_dict())

@@ -7,9 +7,9 @@ import tempfile
 
 import numpy as np
 from aiida import orm
-from aiida.parsers import Parser
 
 from aiida_liqcryst.engines import oracle
+from aiida_liqcryst.parsers import RetrievedFilesParser
 
 
 def label_node(label: dict) -> orm.ArrayData:
@@ -26,14 +26,8 @@ def _short(failed: dict, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + '...'
 
 
-class OracleParser(Parser):
+class OracleParser(RetrievedFilesParser):
     """Attach the labeled frames, then say with the exit code whether any structure failed."""
-
-    def _read(self, name: str) -> str | None:
-        try:
-            return self.retrieved.base.repository.get_object_content(name)
-        except (FileNotFoundError, OSError):
-            return None
 
     def parse(self, **kwargs):
         results_text = self._read(oracle.RESULTS_FILE)
