@@ -1,0 +1,75 @@
+"""Fig. 3-4 with `verdi run`: an evolutionary search of SiO2 crystals with a DeePMD potential, checked with the oracle.
+
+    verdi -p liqcryst run examples/evo_search.py --potential <pk> [--pressure 10] [--protocol demo]
+        [--population 8] [--generations 6] [--formula-units 2 4] [--seed 0] [--code ase@localhost]
+
+The potential is a DeepPotentialData node (e.g. a model of an ActiveLoopWorkChain trained on the HP melt).
+Prints the ranked structures (enthalpy, space group, Si coordination), the re-labeling metrics and the closest
+library polymorph of the best structure, and writes the correlation plot and the best structure (CIF).
+"""
+
+import argparse
+import pathlib
+
+from aiida import orm
+from aiida.engine import run_get_node
+from aiida.plugins import WorkflowFactory
+
+EvoSearchWorkChain = WorkflowFactory('liqcryst.evo_search')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--potential', required=True, help='PK or UUID of a DeepPotentialData')
+    parser.add_argument('--pressure', type=float, default=0.0, help='GPa')
+    parser.add_argument('--protocol', default='demo', choices=sorted(EvoSearchWorkChain.get_available_protocols()))
+    parser.add_argument('--population', type=int, default=None, help='candidates per generation (protocol default)')
+    parser.add_argument('--generations', type=int, default=None, help='largest number of generations')
+    parser.add_argument('--formula-units', type=int, nargs=2, default=None, metavar=('MIN', 'MAX'))
+    parser.add_argument('--seed', type=int, default=None)
+    parser.add_argument('--code', default='ase@localhost', help='the aiida-liqcryst-ase code')
+    parser.add_argument('--output', default='.', help='folder for the plot and the best structure')
+    args = parser.parse_args()
+
+    overrides = {}
+    for key, value in (('population_size', args.population), ('generations', args.generations),
+                       ('formula_units', args.formula_units), ('seed', args.seed)):
+        if value is not None:
+            overrides[key] = value
+    builder = EvoSearchWorkChain.get_builder_from_protocol(
+        orm.load_code(args.code), orm.load_node(args.potential), {'Si': 1, 'O': 2}, pressure=args.pressure,
+        protocol=args.protocol, overrides=overrides,
+    )
+    results, node = run_get_node(builder)
+    print(f'EvoSearchWorkChain<{node.pk}> finished with exit status {node.exit_status}: {node.exit_message or "ok"}')
+    if 'summary' not in results:
+        return
+    summary = results['summary'].get_dict()
+    print(f"{len(summary['generations'])} generations ({summary['stop_reason']}), {summary['relaxations']} relaxations, "
+          f"{summary['relaxations_per_minute']} relaxations per minute of job time")
+    ranking = results['ranking'].get_dict()
+    print(f"\n{'rank':>4s} {'key':10s} {'H (eV/atom)':>12s} {'natoms':>6s} {'space group (0.1 Å)':22s} {'CN(Si)':>6s}")
+    for rank, key in enumerate(ranking['ranked'][:20]):
+        row = ranking['structures'][key]
+        cn = 'n/a' if row['si_coordination'] is None else f"{row['si_coordination']:.2f}"
+        print(f"{rank:4d} {key:10s} {row['enthalpy']:12.4f} {row['natoms']:6d} {str(row['space_group']):22s} {cn:>6s}")
+    if 'relabel_metrics' in results and 'all' in results['relabel_metrics'].get_dict():
+        m = results['relabel_metrics'].get_dict()
+        window = m['window'] or {}
+        print(f"\nre-labeling ({m['all']['n']} structures): r = {m['all']['pearson_r']}, RMSE "
+              f"{1e3 * m['all']['rmse']:.1f} meV/atom; within {m['window_ev_per_atom']} eV/atom of the best: "
+              f"{1e3 * window.get('rmse', float('nan')):.1f} meV/atom ({m['n_window']}); offset {1e3 * m['mean_difference']:+.1f}")
+    out = pathlib.Path(args.output)
+    if 'relabel_plot' in results:
+        path = out / f'evo_search_{node.pk}_relabel.png'
+        path.write_bytes(results['relabel_plot'].get_content(mode='rb'))
+        print(f'correlation plot: {path}')
+    if 'polymorph_comparison' in results:
+        c = results['polymorph_comparison'].get_dict()
+        print(f"best structure: closest polymorph {c['closest']} (RDF similarity {c['similarity']})")
+    path = out / f'evo_search_{node.pk}_best.cif'
+    results['best_structure'].get_pymatgen().to(filename=str(path))
+    print(f'best structure: {path}')
+
+
+main()
