@@ -170,3 +170,60 @@ def test_tiny_search(aiida_profile, codes, tiny_potential):
     comparison = results['polymorph_comparison'].get_dict()
     assert comparison['closest'] in comparison['similarities']
     assert results['rdfs'].get_array('r').shape == results['rdfs'].get_array('found_SiO').shape
+
+
+def test_update_pool_records_failures_and_duplicates(aiida_profile):
+    """The ranking calcfunction on known crystals: a failed and a collapsed relaxation are listed and skipped, a
+    supercell copy of quartz is a duplicate, and a later generation's duplicate of a pool member is reported."""
+    from aiida import orm
+
+    from aiida_liqcryst.structures import polymorphs
+    from aiida_liqcryst.workflows.evo_search import update_pool
+
+    quartz = polymorphs.get_atoms('alpha_quartz', primitive=True)  # 9 atoms
+    stishovite = polymorphs.get_atoms('stishovite', primitive=True)  # 6 atoms
+    supercell = quartz.repeat((1, 1, 2))
+    collapsed = stishovite.copy()
+    collapsed.positions[1] = collapsed.positions[0] + [0.5, 0.0, 0.0]
+    structures = {'g00_c00': quartz, 'g00_c01': stishovite, 'g00_c02': collapsed, 'g00_c03': supercell, 'g00_c04': quartz}
+
+    def ok(atoms, enthalpy):
+        n = len(atoms)
+        return {'status': 'ok', 'error': None, 'energy': (enthalpy - 0.1) * n, 'enthalpy': enthalpy * n,
+                'volume': atoms.get_volume(), 'natoms': n, 'steps': 10, 'converged': True}
+
+    summary = {'structures': {
+        'g00_c00': ok(quartz, -9.00), 'g00_c01': ok(stishovite, -9.20), 'g00_c02': ok(collapsed, -12.0),
+        'g00_c03': ok(supercell, -8.99), 'g00_c04': {'status': 'failed', 'error': 'FloatingPointError: NaN'},
+    }}
+    origin = {'generation': 0, 'candidates': {k: {'operator': 'random', 'parents': [], 'info': {}} for k in structures}}
+    parameters = orm.Dict({'pressure': 0.0, 'duplicate_tolerance': 0.05, 'collapse_distance': 0.9})
+    outputs = update_pool(
+        parameters=parameters, origin=orm.Dict(origin), summary=orm.Dict(summary),
+        **{f'new_{k}': orm.StructureData(ase=a) for k, a in structures.items() if k != 'g00_c04'},
+    )
+    table, report = outputs['table'].get_dict(), outputs['generation'].get_dict()
+    assert table['ranked'] == ['g00_c01', 'g00_c00']
+    assert set(report['failed']) == {'g00_c04'} and 'NaN' in report['failed']['g00_c04']
+    assert set(report['rejected']) == {'g00_c02'} and 'collapsed' in report['rejected']['g00_c02']
+    assert report['duplicates'] == {'g00_c03': 'g00_c00'}
+    assert report['best'] == report['generation_best'] == 'g00_c01'
+    assert report['best_space_group'] == 'P4_2/mnm (136)'
+    assert table['structures']['g00_c01']['si_coordination'] == pytest.approx(6.0)
+    assert table['structures']['g00_c00']['energy'] == pytest.approx(-9.1)
+
+    # generation 1: only a rotated quartz, higher in enthalpy than the pool's quartz: a duplicate of it
+    rotated = quartz.copy()
+    rotated.rotate(40, 'z', rotate_cell=True)
+    origin = {'generation': 1, 'candidates': {'g01_c00': {'operator': 'strain', 'parents': ['g00_c00'], 'info': {}}}}
+    pool = {f'pool_{k}': orm.StructureData(ase=structures[k]) for k in table['ranked']}
+    outputs = update_pool(
+        parameters=parameters, origin=orm.Dict(origin), summary=orm.Dict({'structures': {'g01_c00': ok(rotated, -8.98)}}),
+        new_g01_c00=orm.StructureData(ase=rotated), table=outputs['table'], **pool,
+    )
+    table, report = outputs['table'].get_dict(), outputs['generation'].get_dict()
+    assert table['ranked'] == ['g00_c01', 'g00_c00']
+    assert report['duplicates'] == {'g01_c00': 'g00_c00'} and report['unique_new'] == 0
+    assert report['generation_best'] == 'g01_c00' and report['generation_best_enthalpy'] == pytest.approx(-8.98)
+    assert report['generation_best_space_group'] == table['structures']['g00_c00']['space_group'] == 'P3_221 (154)'
+    assert report['best_enthalpy'] == pytest.approx(-9.20)

@@ -184,3 +184,28 @@ def test_bad_variation_settings_and_stagnation_rule():
     assert population.stagnated([-1.0, -1.5, -1.5, -1.5005], 2, 0.001)
     assert not population.stagnated([-1.0, -1.5, -1.5, -1.6], 2, 0.001)
     assert not population.stagnated([-1.0, -1.0, -1.0, -1.0], 0, 0.001)  # rule off
+
+
+def test_known_unique_pairs_are_not_compared_again():
+    quartz = polymorphs.get_atoms('alpha_quartz', primitive=True)
+    copy = quartz.repeat((2, 1, 1))
+    # declared distinct (as pool members are after their own generation): both kept, no comparison between them
+    unique, duplicates = population.remove_duplicates([('a', quartz, -9.0), ('b', copy, -9.0)], known_unique=['a', 'b'])
+    assert unique == ['a', 'b'] and not duplicates
+    # a new structure is still compared with the known ones
+    unique, duplicates = population.remove_duplicates(
+        [('a', quartz, -9.0), ('new', copy, -9.01)], known_unique=['a']
+    )
+    assert unique == ['new'] and duplicates == {'a': 'new'}
+
+
+def test_offspring_are_reproducible(parents):
+    def generation(seed):
+        return population.make_offspring(parents, 6, SIO2, (1, 2), FRACTIONS, np.random.default_rng([seed, 1]))
+
+    first, again, other = generation(4), generation(4), generation(5)
+    assert [c['info'] for c in first] == [c['info'] for c in again]
+    for a, b in zip(first, again):
+        np.testing.assert_allclose(a['atoms'].positions, b['atoms'].positions)
+        np.testing.assert_allclose(a['atoms'].cell.array, b['atoms'].cell.array)
+    assert [c['info'] for c in first] != [c['info'] for c in other]

@@ -181,7 +181,7 @@ def structure_matcher():
 
 
 def remove_duplicates(
-    entries: Sequence[tuple[str, object, float]], enthalpy_tolerance: float = 0.05
+    entries: Sequence[tuple[str, object, float]], enthalpy_tolerance: float = 0.05, known_unique: Sequence[str] = ()
 ) -> tuple[list[str], dict[str, str]]:
     """Unique structures of ``entries`` = ``(key, atoms, enthalpy_per_atom)``, lowest enthalpy kept per group.
 
@@ -189,18 +189,24 @@ def remove_duplicates(
     a cheap prefilter) and pymatgen's StructureMatcher (:func:`structure_matcher`) matches them (symmetry-equivalent
     cells, supercells, rotations and permutations of equivalent sites included).
 
+    ``known_unique``: keys already known to be pairwise distinct (the pool of earlier generations): pairs of
+    them are not compared again, so a generation costs (new × all) comparisons, not (all × all).
+
     :returns: ``(unique keys best first, {duplicate key: key of the structure it duplicates})``.
     """
     from pymatgen.io.ase import AseAtomsAdaptor
 
     matcher = structure_matcher()
+    known = set(known_unique)
     ordered = sorted(entries, key=lambda e: (e[2], e[0]))
     kept: list[tuple[str, object, float]] = []
     duplicates = {}
     for key, atoms, enthalpy in ordered:
         structure = AseAtomsAdaptor.get_structure(atoms)
         match = next(
-            (k for k, s, h in kept if abs(h - enthalpy) < enthalpy_tolerance and matcher.fit(s, structure)), None
+            (k for k, s, h in kept
+             if abs(h - enthalpy) < enthalpy_tolerance and not (key in known and k in known) and matcher.fit(s, structure)),
+            None,
         )
         if match is None:
             kept.append((key, structure, enthalpy))

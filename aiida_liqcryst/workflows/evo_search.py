@@ -190,7 +190,7 @@ def update_pool(parameters: orm.Dict, origin: orm.Dict, summary: orm.Dict, **str
         }
         rows[key]['space_group'] = population.space_group_label(rows[key]['space_groups'], REPORTED_SYMPREC)
         new_enthalpy[key] = enthalpy / natoms
-    unique, duplicates = population.remove_duplicates(entries, params['duplicate_tolerance'])
+    unique, duplicates = population.remove_duplicates(entries, params['duplicate_tolerance'], known_unique=list(previous))
     rows = {key: rows[key] for key in unique}
     generation_best = min(new_enthalpy, key=new_enthalpy.get, default=None)
     # the space group of the generation's best: its own, or that of the older structure it duplicates
