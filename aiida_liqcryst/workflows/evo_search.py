@@ -201,6 +201,8 @@ def update_pool(parameters: orm.Dict, origin: orm.Dict, summary: orm.Dict, **str
     report = {
         'generation': gen, 'candidates': len(candidates), 'relaxed': len(candidates) - len(failed),
         'failed': failed, 'rejected': rejected, 'duplicates': {k: v for k, v in duplicates.items() if k in candidates},
+        # earlier structures superseded by a new duplicate of lower enthalpy
+        'replaced': {k: v for k, v in duplicates.items() if k not in candidates},
         'unique_new': sum(1 for k in unique if k in candidates), 'unique_total': len(unique),
         'generation_best': generation_best,
         'generation_best_enthalpy': new_enthalpy.get(generation_best),
