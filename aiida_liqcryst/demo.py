@@ -52,11 +52,39 @@ def validate(loop: orm.WorkflowNode, codes: dict, echo=print, frames: int = 12) 
     return node
 
 
-def run_demo(protocol: str = 'demo', echo=print) -> orm.WorkflowNode:
-    """Run the HP active loop with the oracle on the current profile, validate it, print where results are."""
+def crystals(loop: orm.WorkflowNode, codes: dict, echo=print, output: str = '.', polymorphs=None,
+             protocol: str = 'demo') -> orm.WorkflowNode:
+    """Fig. 2: E(V) of the polymorph library with the loop's first model (HP) against the oracle."""
+    import pathlib
+
+    from aiida_liqcryst.analysis.eos import format_comparison_table
+
+    EOSScanWorkChain = WorkflowFactory('liqcryst.eos_scan')
+    potential = loop.outputs.potentials['model_0']
+    builder = EOSScanWorkChain.get_builder_from_protocol(codes['ase'], {'HP': potential}, reference='oracle',
+                                                         polymorphs=polymorphs, protocol=protocol)
+    echo(f'crystals: E(V) of {len(builder.structures)} polymorphs with the liquid-trained model vs the oracle')
+    start = time.time()
+    _, node = run_get_node(builder)
+    echo(f'EOSScanWorkChain <{node.pk}> finished in {(time.time() - start) / 60:.1f} min, exit status {node.exit_status}')
+    for label, table in node.outputs.tables.items() if 'tables' in node.outputs else []:
+        for line in format_comparison_table(table.get_dict()):
+            echo(line)
+        if 'figures' in node.outputs and label in node.outputs.figures:
+            path = pathlib.Path(output) / f'ev_grid_{label}.png'
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(node.outputs.figures[label].get_content(mode='rb'))
+            echo(f'  E–V figure: {path.resolve()} (node <{node.outputs.figures[label].pk}>)')
+    return node
+
+
+def run_demo(protocol: str = 'demo', echo=print, with_crystals: bool = True, output: str = 'liqcryst-demo') -> orm.WorkflowNode:
+    """Run the HP active loop with the oracle on the current profile, validate it, then (``with_crystals``)
+    test the final model on the crystals; print where every result is."""
     ActiveLoopWorkChain = WorkflowFactory('liqcryst.active_loop')
     codes = load_codes()
     codes['engine'] = codes['oracle']
+    codes['ase'] = orm.load_code('ase@localhost')
     builder = ActiveLoopWorkChain.get_builder_from_protocol(codes, {'Si': 1, 'O': 2}, engine='oracle', protocol=protocol)
     start = time.time()
     echo('running the active loop (HP, oracle engine); `verdi process list` in another shell shows its steps')
@@ -81,4 +109,7 @@ def run_demo(protocol: str = 'demo', echo=print) -> orm.WorkflowNode:
         echo(f'  validation <{validation.pk}>: metrics <{validation.outputs.metrics.pk}>, parity plot '
              f'<{validation.outputs.parity_plot.pk}> (verdi node repo dump {validation.outputs.parity_plot.pk} ./parity)')
     echo(f'  full provenance: verdi process status {node.pk}; verdi node graph generate {node.pk}')
+    if with_crystals:
+        crystals(node, codes, echo, output=output)
+    echo(f'demo finished in {(time.time() - start) / 60:.1f} min')
     return node

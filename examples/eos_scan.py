@@ -14,6 +14,8 @@ from aiida import orm
 from aiida.engine import run_get_node
 from aiida.plugins import WorkflowFactory
 
+from aiida_liqcryst.analysis.eos import format_comparison_table
+
 EOSScanWorkChain = WorkflowFactory('liqcryst.eos_scan')
 
 
@@ -25,26 +27,8 @@ def potential_argument(text: str):
 
 
 def print_table(table: dict) -> None:
-    zero = table['energy_zero']
-    print(f"\n{table['potential']} vs {table['reference']} (relative energies to {zero}; V Å^3/atom, B GPa, E meV/atom)")
-    header = f"{'phase':20s} {'V0':>7s} {'V0 ref':>7s} {'dV0%':>6s} {'B0':>6s} {'B0 ref':>6s} {'dB0%':>6s} " \
-             f"{'dE':>7s} {'dE ref':>7s} {'err':>7s} {'RMSE':>6s}"
-    print(header)
-    print('-' * len(header))
-
-    def fmt(value, spec):
-        return format(value, spec) if value is not None else 'n/a'.rjust(len(format(0.0, spec)))
-
-    for phase, row in table['phases'].items():
-        print(
-            f"{phase:20s} {fmt(row['v0_potential'], '7.2f')} {fmt(row['v0_reference'], '7.2f')} "
-            f"{fmt(row['delta_v0_percent'], '+6.1f')} {fmt(row['b0_potential'], '6.0f')} {fmt(row['b0_reference'], '6.0f')} "
-            f"{fmt(row['delta_b0_percent'], '+6.0f')} {fmt(row['relative_energy_potential'], '7.0f')} "
-            f"{fmt(row['relative_energy_reference'], '7.0f')} {fmt(row['relative_energy_error'], '+7.0f')} "
-            f"{fmt(row['curve_rmse'], '6.1f')}"
-        )
-        for note in row['errors']:
-            print(f'    note: {note}')
+    print()
+    print('\n'.join(format_comparison_table(table)))
 
 
 def main():

@@ -55,6 +55,22 @@ def test_dataset_grows_by_exactly_the_labels_added(loop):
     assert loop.outputs.dataset.nframes == rows[1]['dataset_size'] + rows[1]['labels_added']
 
 
+def test_second_iteration_fine_tunes_the_first_iterations_models(loop):
+    """The demo protocol sets reuse_models: iteration 1 starts each model from iteration 0's weights."""
+    assert loop.inputs.reuse_models.value is True
+
+    def trainings(iteration):
+        ensemble = loop.base.links.get_outgoing(link_label_filter=f'train_{iteration}').one().node
+        return {key: potential.creator for key, potential in ensemble.outputs.potentials.items()}
+
+    first, second = trainings(0), trainings(1)
+    assert sorted(first) == sorted(second) == ['model_0', 'model_1']
+    for key, calc in first.items():
+        assert 'restart_from' not in calc.inputs
+        assert second[key].inputs.restart_mode.value == 'init_model'
+        assert second[key].inputs.restart_from.uuid == calc.outputs.remote_folder.uuid
+
+
 def test_labeled_frames_trace_back_to_md_and_models(loop):
     final = loop.outputs.dataset
     # the frames added in the last iteration: build_dataset <- labels <- oracle calc <- candidate <- select <- MD <- models

@@ -281,3 +281,26 @@ def test_random_selection_is_seeded_and_capped():
         selection.select(10, 2, 'best')
     with pytest.raises(ValueError, match='feature'):
         selection.select(10, 2, 'fps')
+
+
+@pytest.mark.parametrize('counts, total', [([75, 180], 16), ([5, 0, 100], 16), ([1, 1, 1, 1], 2), ([3, 2], 10),
+                                           ([0, 0], 5), ([10, 10, 10], 16), ([1, 400], 3), ([7], 7)])
+def test_quotas_share_the_cap_among_conditions(counts, total):
+    from aiida_liqcryst.exploration.selection import quotas
+
+    result = quotas(counts, total)
+    assert sum(result) == min(total, sum(counts))
+    assert all(0 <= r <= c for r, c in zip(result, counts))
+    if total >= sum(1 for c in counts if c):
+        assert all(r >= 1 for r, c in zip(result, counts) if c)  # every condition with candidates is sampled
+    # proportional up to rounding and the one-each floor
+    budget = min(total, sum(counts))
+    for r, c in zip(result, counts):
+        assert abs(r - budget * c / max(sum(counts), 1)) <= 1.0 + (1 if c else 0)
+
+
+def test_quotas_reject_negative_counts():
+    from aiida_liqcryst.exploration.selection import quotas
+
+    with pytest.raises(ValueError, match='non-negative'):
+        quotas([3, -1], 2)

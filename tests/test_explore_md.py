@@ -275,6 +275,7 @@ def test_select_candidates_fps_and_random_on_real_frames(exploration):
     """The calcfunction again on the same MD outputs, with a trust window that surely holds many frames."""
     from aiida import orm
 
+    from aiida_liqcryst.exploration.selection import quotas
     from aiida_liqcryst.workflows.explore_md import select_candidates
 
     runs = md_runs(exploration)
@@ -298,6 +299,13 @@ def test_select_candidates_fps_and_random_on_real_frames(exploration):
         assert len(frames) == 6  # distinct frames
         assert all(lo <= c.base.extras.get('max_devi_f') < hi for c in candidates)
         assert result['statistics']['total']['candidate'] == window
+        # the cap is shared by the two conditions in proportion to their candidate frames
+        per_condition = [
+            int(np.sum((d >= lo) & (d < hi))) for d in (md_outputs[f'model_deviation_{k}'].get_array('max_devi_f') for k in (0, 1))
+        ]
+        counts = [sum(1 for run, _ in frames if run == k) for k in (0, 1)]
+        assert counts == quotas(per_condition, 6)
+        assert [result['statistics']['conditions'][f'condition_{k}']['selected'] for k in (0, 1)] == counts
         picked[method] = frames
     # fps starts from the most uncertain candidate frame
     in_window = np.where((devi >= lo) & (devi < hi), devi, -np.inf)

@@ -65,3 +65,49 @@ def test_bad_seeds_rejected_before_running(codes, sio2_dataset, seeds, message):
     inputs['seeds'] = orm.List(seeds)
     with pytest.raises(ValueError, match=message):
         run_get_node(TrainEnsembleWorkChain, **inputs)
+
+
+def test_init_models_start_from_the_previous_weights(ensemble, codes, sio2_dataset, melt_frames):
+    """`init_models` starts each model from the previous weights (`dp train --init-model`). With a learning rate
+    of 1e-9 the weights cannot move: each new model must predict what its parent predicts, not what a fresh
+    network of its seed would."""
+    from .conftest import TINY_PARAMETERS
+
+    parameters = {
+        **TINY_PARAMETERS,
+        'learning_rate': {'type': 'exp', 'start_lr': 1e-9, 'stop_lr': 1e-10, 'decay_steps': 5},
+        'training': {**TINY_PARAMETERS['training'], 'numb_steps': 10, 'save_freq': 10},
+    }
+    builder = TrainEnsembleWorkChain.get_builder_from_protocol(
+        codes['dp'], sio2_dataset, protocol='demo', overrides={'parameters': parameters}, seeds=[1, 2]
+    )
+    previous = dict(ensemble.outputs.potentials.items())
+    # crossed on purpose: model_0 starts from the parent model_1 and vice versa
+    builder.init_models = {
+        'model_0': previous['model_1'].creator.outputs.remote_folder,
+        'model_1': previous['model_0'].creator.outputs.remote_folder,
+    }
+    _, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_status
+
+    atoms, _ = melt_frames[0]
+
+    def energy(potential):
+        probe = atoms.copy()
+        probe.calc = potential.get_calculator()
+        return probe.get_potential_energy()
+
+    parents = {key: energy(potential) for key, potential in previous.items()}
+    assert parents['model_0'] != pytest.approx(parents['model_1'], abs=1e-3)
+    for key, parent in (('model_0', 'model_1'), ('model_1', 'model_0')):
+        calc = node.outputs.potentials[key].creator
+        assert calc.inputs.restart_mode.value == 'init_model'
+        assert energy(node.outputs.potentials[key]) == pytest.approx(parents[parent], abs=1e-4)
+
+
+def test_init_models_keys_must_name_models(ensemble, codes, sio2_dataset):
+    builder = TrainEnsembleWorkChain.get_builder_from_protocol(codes['dp'], sio2_dataset, protocol='demo', seeds=[1, 2])
+    folder = ensemble.outputs.potentials['model_0'].creator.outputs.remote_folder
+    builder.init_models = {'model_5': folder}
+    with pytest.raises(ValueError, match='`init_models`: keys \\[\'model_5\'\\] match no model'):
+        run_get_node(builder)

@@ -237,3 +237,31 @@ def eos_comparison_table(curves: dict, energy_zero: str | None = 'alpha_quartz')
         row['errors'] = errors
         rows[phase] = row
     return {'rows': rows, 'energy_zero': zero}
+
+
+def format_comparison_table(table: dict) -> list[str]:
+    """The rows of :func:`eos_comparison_table` (as stored in an EOSScanWorkChain ``tables`` output) as text lines."""
+    zero = table.get('energy_zero')
+    lines = [
+        f"{table.get('potential')} vs {table.get('reference')} (energies relative to {zero}; V Å^3/atom, B GPa, "
+        'E meV/atom)'
+    ]
+    header = (
+        f"{'phase':20s} {'V0':>7s} {'V0 ref':>7s} {'dV0%':>6s} {'B0':>6s} {'B0 ref':>6s} {'dB0%':>6s} "
+        f"{'dE':>7s} {'dE ref':>7s} {'err':>7s} {'RMSE':>6s}"
+    )
+    lines += [header, '-' * len(header)]
+
+    def fmt(value, spec):
+        return format(value, spec) if value is not None else 'n/a'.rjust(len(format(0.0, spec)))
+
+    for phase, row in table['phases'].items():
+        lines.append(
+            f"{phase:20s} {fmt(row['v0_potential'], '7.2f')} {fmt(row['v0_reference'], '7.2f')} "
+            f"{fmt(row['delta_v0_percent'], '+6.1f')} {fmt(row['b0_potential'], '6.0f')} {fmt(row['b0_reference'], '6.0f')} "
+            f"{fmt(row['delta_b0_percent'], '+6.0f')} {fmt(row['relative_energy_potential'], '7.0f')} "
+            f"{fmt(row['relative_energy_reference'], '7.0f')} {fmt(row['relative_energy_error'], '+7.0f')} "
+            f"{fmt(row['curve_rmse'], '6.1f')}"
+        )
+        lines += [f'    note: {note}' for note in row.get('errors', [])]
+    return lines

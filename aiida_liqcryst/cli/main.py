@@ -25,11 +25,14 @@ def setup_command(profile, production, vasp):
 @cli.command('demo')
 @click.option('--profile', default=None, help='Profile to run in (created when missing; default: the embedded one).')
 @click.option('--protocol', default='demo', show_default=True, help='Protocol of the demo study.')
-def demo_command(profile, protocol):
+@click.option('--crystals/--no-crystals', default=True, show_default=True,
+              help='After the loop and its validation, test the final model on the SiO2 polymorphs (E–V curves).')
+@click.option('--output', default='liqcryst-demo', show_default=True, help='Folder for the figures.')
+def demo_command(profile, protocol, crystals, output):
     """Set up, then run the demo study on this machine and print where its results live."""
     from aiida_liqcryst.cli.setup import setup
     from aiida_liqcryst.demo import run_demo
 
     for finding in setup(profile):
         click.echo(finding.line())
-    run_demo(protocol=protocol, echo=click.echo)
+    run_demo(protocol=protocol, echo=click.echo, with_crystals=crystals, output=output)

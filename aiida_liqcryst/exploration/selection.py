@@ -77,3 +77,32 @@ def select(n_frames: int, max_selected: int, method: str = 'random', seed: int =
         raise ValueError('farthest point sampling needs one feature vector per frame')
     first = int(np.nanargmax(scores)) if scores is not None and np.isfinite(scores).any() else 0
     return sorted(farthest_point_sampling(features, n, first=first))
+
+
+def quotas(counts, total: int) -> list[int]:
+    """Split ``total`` picks over groups of ``counts`` candidates, proportionally (largest remainders).
+
+    Every group with candidates gets at least one pick while picks last (a rare condition is still
+    learned), and no group gets more than it has. The quotas sum to ``min(total, sum(counts))``.
+    """
+    counts = [int(c) for c in counts]
+    if any(c < 0 for c in counts):
+        raise ValueError(f'counts must be non-negative, got {counts}')
+    budget = min(int(total), sum(counts))
+    result = [0] * len(counts)
+    # one each first, to the groups with the most candidates when there are fewer picks than groups
+    for index in sorted((i for i, c in enumerate(counts) if c > 0), key=lambda i: -counts[i])[:budget]:
+        result[index] = 1
+    left = budget - sum(result)
+    while left > 0:
+        room = [c - r for c, r in zip(counts, result)]
+        weight = sum(max(x, 0) for x in room)
+        shares = [left * max(x, 0) / weight for x in room]
+        extra = [min(int(np.floor(share)), x) for share, x in zip(shares, room)]
+        if sum(extra) == 0:  # all shares < 1: the largest remainders take one each
+            order = sorted((i for i in range(len(counts)) if room[i] > 0), key=lambda i: (-shares[i], i))
+            for i in order[:left]:
+                extra[i] = 1
+        result = [r + e for r, e in zip(result, extra)]
+        left = budget - sum(result)
+    return result

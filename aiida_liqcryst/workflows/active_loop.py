@@ -149,6 +149,10 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         spec.input('patience', valid_type=orm.Int, default=lambda: orm.Int(1),
                    help='Converged when no candidates were found in this many consecutive iterations.')
         spec.input('max_iterations', valid_type=orm.Int, default=lambda: orm.Int(4), help='Upper bound on iterations.')
+        spec.input('reuse_models', valid_type=orm.Bool, default=lambda: orm.Bool(False),
+                   help='From the second iteration on, start each model from the weights of the same model of the '
+                        'previous iteration (`dp train --init-model`, fine-tuning on the grown dataset) instead of '
+                        'training from scratch.')
         spec.inputs.validator = validate_inputs
 
         spec.outline(
@@ -194,6 +198,7 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
             setattr(builder, key, orm.Int(inputs[key]))
         for key in ('density', 'min_distance', 'accurate_threshold'):
             setattr(builder, key, orm.Float(inputs[key]))
+        builder.reuse_models = orm.Bool(inputs.get('reuse_models', False))
         builder.train.seeds = orm.List(list(range(train['number_of_models'])))
         builder.train.train.train.code = codes['dp']
         builder.train.train.train.parameters = orm.Dict(train['parameters'])
@@ -264,6 +269,9 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
     def train(self):
         inputs = AttributeDict(self.exposed_inputs(TrainEnsembleWorkChain, namespace='train'))
         inputs.train.train.datasets = {'data': self.ctx.dataset}
+        if self.inputs.reuse_models.value and 'potentials' in self.ctx:
+            # the remote folder of each previous model's training holds its checkpoint
+            inputs.init_models = {key: potential.creator.outputs.remote_folder for key, potential in self.ctx.potentials.items()}
         inputs.metadata = {'call_link_label': f'train_{self.ctx.iteration}'}
         self.ctx.table_nodes[f'size_{self.ctx.iteration}'] = orm.Int(self.ctx.dataset.nframes).store()
         return ToContext(ensemble=self.submit(TrainEnsembleWorkChain, **inputs))

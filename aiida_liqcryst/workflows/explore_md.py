@@ -65,8 +65,22 @@ def select_candidates(
             selection.partial_rdf_fingerprint(_trajectory_atoms(md_outputs[f'trajectory_{key}'], i), elements)
             for key, i, _ in pool
         ]
-    scores = np.array([p[2] for p in pool])
-    chosen = selection.select(len(pool), max_candidates.value, method, seed.value, features, scores)
+    # The cap is shared among the conditions in proportion to their candidates, then each condition picks its
+    # share (FPS or random) among its own frames: one easy, diverse condition cannot take every label.
+    groups: dict[int, list[int]] = {}
+    for index, (key, _, _) in enumerate(pool):
+        groups.setdefault(int(run_info[key]['condition']), []).append(index)
+    order = sorted(groups)
+    chosen = []
+    for condition, quota in zip(order, selection.quotas([len(groups[c]) for c in order], max_candidates.value)):
+        members = groups[condition]
+        picked = selection.select(
+            len(members), quota, method, seed.value + condition,
+            [features[i] for i in members] if features is not None else None,
+            np.array([pool[i][2] for i in members]),
+        )
+        chosen += [members[i] for i in picked]
+    chosen.sort()
 
     outputs = {}
     selected_per_condition: dict[int, int] = {}

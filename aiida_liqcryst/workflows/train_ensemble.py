@@ -26,6 +26,16 @@ def validate_seeds(value, _):
     return None
 
 
+def validate_inputs(inputs, _):
+    init_models = inputs.get('init_models') or {}
+    if init_models and 'seeds' in inputs:
+        allowed = {f'model_{i}' for i in range(len(inputs['seeds'].get_list()))}
+        unknown = sorted(set(init_models) - allowed)
+        if unknown:
+            return f'`init_models`: keys {unknown} match no model; allowed keys are {sorted(allowed)}'
+    return None
+
+
 @calcfunction
 def summarize_ensemble(**results):
     """Per-model final RMSEs and their mean and spread over the ensemble."""
@@ -64,6 +74,16 @@ class TrainEnsembleWorkChain(ProtocolMixin, WorkChain):
             validator=validate_seeds,
             help='One seed per model: the ensemble has len(seeds) models (the paper: 4).',
         )
+        spec.input_namespace(
+            'init_models',
+            valid_type=(orm.RemoteData, orm.FolderData),
+            dynamic=True,
+            required=False,
+            help='Start model `model_<i>` from the weights of a previous training: its folder (the `remote_folder` of '
+            'a DeepmdTrainCalculation) under key `model_<i>`, run as `dp train --init-model` (fine-tuning on the new '
+            'data instead of training from scratch).',
+        )
+        spec.inputs.validator = validate_inputs
         spec.outline(cls.train_models, cls.collect_models)
         spec.output_namespace('potentials', valid_type=orm.Data, dynamic=True, help='The trained models, `model_<i>`.')
         spec.output('summary', valid_type=orm.Dict, help='Final RMSEs per model with ensemble mean and spread.')
@@ -97,9 +117,14 @@ class TrainEnsembleWorkChain(ProtocolMixin, WorkChain):
         for index, seed in enumerate(self.inputs.seeds.get_list()):
             inputs = AttributeDict(self.exposed_inputs(DeepmdTrainBaseWorkChain, namespace='train'))
             inputs['train']['seed'] = orm.Int(seed)
+            start = self.inputs.get('init_models', {}).get(f'model_{index}')
+            if start is not None:
+                inputs['train']['restart_from'] = start
+                inputs['train']['restart_mode'] = orm.Str('init_model')
             inputs.metadata = {'call_link_label': f'model_{index}'}
             node = self.submit(DeepmdTrainBaseWorkChain, **inputs)
-            self.report(f'model {index}: seed {seed}, launched <{node.pk}>')
+            origin = f', from the weights in <{start.pk}>' if start is not None else ''
+            self.report(f'model {index}: seed {seed}{origin}, launched <{node.pk}>')
             self.to_context(**{f'model_{index}': node})
 
     def collect_models(self):
