@@ -16,6 +16,7 @@ def tiny_overrides(**extra):
         'formula_units': 8,
         'number_of_structures': 2,
         'max_iterations': 2,
+        'reuse_models': True,  # iteration 1 fine-tunes iteration 0's models (dp train --init-model)
         'train': {'overrides': {'parameters': TINY_PARAMETERS, 'number_of_models': 2}},
         # a window that takes every frame: candidates in each iteration, so the loop runs to its bound
         'explore': {'eps_lo': 0.0, 'eps_hi': 1.0e6, 'max_candidates': 3, 'selection': 'fps'},
@@ -56,7 +57,7 @@ def test_dataset_grows_by_exactly_the_labels_added(loop):
 
 
 def test_second_iteration_fine_tunes_the_first_iterations_models(loop):
-    """The demo protocol sets reuse_models: iteration 1 starts each model from iteration 0's weights."""
+    """With reuse_models, iteration 1 starts each model from iteration 0's weights."""
     assert loop.inputs.reuse_models.value is True
 
     def trainings(iteration):

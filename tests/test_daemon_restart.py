@@ -51,7 +51,8 @@ print(json.dumps(out))
 def profile(tmp_path_factory):
     """A fresh configuration folder with the embedded profile (SQLite + ZeroMQ broker) and the codes."""
     aiida_path = tmp_path_factory.mktemp('daemon_config')
-    env = {**os.environ, 'AIIDA_PATH': str(aiida_path)}
+    # the daemon starts its workers with the `verdi` found on PATH: the one of this environment
+    env = {**os.environ, 'AIIDA_PATH': str(aiida_path), 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     subprocess.run([str(BIN / 'aiida-liqcryst'), 'setup'], env=env, check=True, capture_output=True, timeout=300)
     yield env
     subprocess.run([str(BIN / 'verdi'), '-p', PROFILE, 'daemon', 'stop'], env=env, capture_output=True, timeout=120)
