@@ -183,8 +183,9 @@ def test_update_pool_records_failures_and_duplicates(aiida_profile):
     quartz = polymorphs.get_atoms('alpha_quartz', primitive=True)  # 9 atoms
     stishovite = polymorphs.get_atoms('stishovite', primitive=True)  # 6 atoms
     supercell = quartz.repeat((1, 1, 2))
-    collapsed = stishovite.copy()
-    collapsed.positions[1] = collapsed.positions[0] + [0.5, 0.0, 0.0]
+    collapsed = stishovite.copy()  # two O at 1.0 Å, as in a hole of SevenNet-0 found by a search (-130 eV/atom)
+    oxygens = [k for k, s in enumerate(collapsed.get_chemical_symbols()) if s == 'O']
+    collapsed.positions[oxygens[1]] = collapsed.positions[oxygens[0]] + [1.0, 0.0, 0.0]
     structures = {'g00_c00': quartz, 'g00_c01': stishovite, 'g00_c02': collapsed, 'g00_c03': supercell, 'g00_c04': quartz}
 
     def ok(atoms, enthalpy):
@@ -197,7 +198,7 @@ def test_update_pool_records_failures_and_duplicates(aiida_profile):
         'g00_c03': ok(supercell, -8.99), 'g00_c04': {'status': 'failed', 'error': 'FloatingPointError: NaN'},
     }}
     origin = {'generation': 0, 'candidates': {k: {'operator': 'random', 'parents': [], 'info': {}} for k in structures}}
-    parameters = orm.Dict({'pressure': 0.0, 'duplicate_tolerance': 0.05, 'collapse_distance': 0.9})
+    parameters = orm.Dict({'pressure': 0.0, 'duplicate_tolerance': 0.05, 'collapse_ratio': 0.8})
     outputs = update_pool(
         parameters=parameters, origin=orm.Dict(origin), summary=orm.Dict(summary),
         **{f'new_{k}': orm.StructureData(ase=a) for k, a in structures.items() if k != 'g00_c04'},
@@ -205,7 +206,7 @@ def test_update_pool_records_failures_and_duplicates(aiida_profile):
     table, report = outputs['table'].get_dict(), outputs['generation'].get_dict()
     assert table['ranked'] == ['g00_c01', 'g00_c00']
     assert set(report['failed']) == {'g00_c04'} and 'NaN' in report['failed']['g00_c04']
-    assert set(report['rejected']) == {'g00_c02'} and 'collapsed' in report['rejected']['g00_c02']
+    assert set(report['rejected']) == {'g00_c02'} and 'collapsed: O-O at 1.00' in report['rejected']['g00_c02']
     assert report['duplicates'] == {'g00_c03': 'g00_c00'}
     assert report['best'] == report['generation_best'] == 'g00_c01'
     assert report['best_space_group'] == 'P4_2/mnm (136)'

@@ -209,3 +209,16 @@ def test_offspring_are_reproducible(parents):
         np.testing.assert_allclose(a['atoms'].positions, b['atoms'].positions)
         np.testing.assert_allclose(a['atoms'].cell.array, b['atoms'].cell.array)
     assert [c['info'] for c in first] != [c['info'] for c in other]
+
+
+def test_closest_contact_flags_collapsed_cells():
+    stishovite = polymorphs.get_atoms('stishovite', primitive=True)
+    blmin = operators.closest_distances(['Si', 'O'], ratio=0.8)
+    contact = operators.closest_contact(stishovite, blmin)
+    # the shortest Si-O bond of stishovite (1.76 Å) against 0.8 x (1.11 + 0.66) Å
+    assert contact['pair'] == 'O-Si' and contact['distance'] == pytest.approx(1.757, abs=0.01)
+    assert contact['limit'] == pytest.approx(0.8 * 1.77, abs=0.01) and contact['ratio'] > 1
+    squeezed = stishovite.copy()
+    squeezed.set_cell(squeezed.cell * 0.75, scale_atoms=True)  # Si-O 1.32 Å: collapsed
+    assert operators.closest_contact(squeezed, blmin)['ratio'] < 1
+    assert operators.too_close(squeezed, blmin) and not operators.too_close(stishovite, blmin)

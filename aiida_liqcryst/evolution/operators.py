@@ -103,12 +103,20 @@ def too_close(atoms, blmin: Mapping[tuple[int, int], float]) -> bool:
     return bool(np.any(d < limits))
 
 
-def minimum_distance(atoms, cutoff: float = 4.0) -> float:
-    """Shortest interatomic distance (Å, periodic images included); ``inf`` when none is below ``cutoff``."""
+def closest_contact(atoms, blmin: Mapping[tuple[int, int], float]) -> dict | None:
+    """The pair with the smallest distance / ``blmin`` ratio (periodic images included), or None if no pair is
+    within ``max(blmin)``: ``{'pair': 'O-O', 'distance': Å, 'limit': Å, 'ratio': distance / limit}``."""
+    from ase.data import chemical_symbols
     from ase.neighborlist import neighbor_list
 
-    d = neighbor_list('d', atoms, cutoff, self_interaction=False)
-    return float(d.min()) if d.size else float('inf')
+    i, j, d = neighbor_list('ijd', atoms, max(blmin.values()), self_interaction=False)
+    if i.size == 0:
+        return None
+    numbers = atoms.numbers
+    limits = np.array([blmin[(int(numbers[a]), int(numbers[b]))] for a, b in zip(i, j)])
+    k = int(np.argmin(d / limits))
+    pair = '-'.join(sorted((chemical_symbols[numbers[i[k]]], chemical_symbols[numbers[j[k]]])))
+    return {'pair': pair, 'distance': float(d[k]), 'limit': float(limits[k]), 'ratio': float(d[k] / limits[k])}
 
 
 def _sane_cell(atoms, min_length: float = 1.0, min_angle: float = 30.0) -> bool:

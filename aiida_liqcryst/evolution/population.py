@@ -24,7 +24,9 @@ VARIATION_DEFAULTS = {
     'rattle_strength': 0.8,  # Å
     'rattle_probability': 0.4,
     'selection_fraction': 0.6,  # parents come from this best fraction of the pool
-    'collapse_distance': 0.9,  # Å: a relaxed structure with a shorter distance is rejected as collapsed
+    # a relaxed structure with a pair closer than collapse_ratio x covalent radius sum is rejected as collapsed: O-O
+    # 1.06, Si-O 1.42, Si-Si 1.78 Å (SevenNet-0 and DeePMD have holes at short O-O: found at 0.92 Å, -130 eV/atom)
+    'collapse_ratio': 0.8,
 }
 
 

@@ -144,10 +144,11 @@ def update_pool(parameters: orm.Dict, origin: orm.Dict, summary: orm.Dict, **str
     ``structures``: ``new_<key>`` (relaxed candidates of the relax AseCalculation), ``pool_<key>`` (unique structures
     of earlier generations) and ``table`` (the previous output ``table``). ``summary``: the calculation's
     output_parameters (per structure status, energy, enthalpy, natoms, volume). ``parameters``: ``pressure``,
-    ``duplicate_tolerance`` (eV/atom), ``collapse_distance`` (Å).
+    ``duplicate_tolerance`` (eV/atom), ``collapse_ratio`` (of the covalent radius sum of each pair).
 
     A candidate is dropped (and listed) when its relaxation failed, its enthalpy is not finite or two atoms came
-    closer than ``collapse_distance`` (a collapsed cell). Duplicates: :func:`aiida_liqcryst.evolution.population.
+    closer than ``collapse_ratio`` × the sum of their covalent radii (a collapsed cell, often in a hole of the
+    potential). Duplicates: :func:`aiida_liqcryst.evolution.population.
     remove_duplicates`. Outputs ``table`` (Dict: ``ranked`` keys and per key ``enthalpy``, ``energy`` (eV/atom),
     ``volume`` (Å³/atom), ``natoms``, ``generation``, ``operator``, ``parents``, ``space_groups`` per tolerance,
     ``space_group`` (at 0.1 Å), ``si_coordination``) and ``generation`` (Dict: the generation's counts, failures,
@@ -164,6 +165,8 @@ def update_pool(parameters: orm.Dict, origin: orm.Dict, summary: orm.Dict, **str
         entries.append((key, _atoms(structure), previous[key]['enthalpy']))
         rows[key] = previous[key]
     failed, rejected, new_enthalpy = {}, {}, {}
+    elements = {e for s in structures.values() for e in s.get_symbols_set()}
+    blmin = operators.closest_distances(sorted(elements), params['collapse_ratio'])
     relaxed = _prefixed(structures, 'new_')
     status = summary.get_dict().get('structures', {})
     for key in candidates:
@@ -177,9 +180,10 @@ def update_pool(parameters: orm.Dict, origin: orm.Dict, summary: orm.Dict, **str
         if enthalpy is None or not math.isfinite(enthalpy):
             rejected[key] = 'non-finite enthalpy'
             continue
-        shortest = operators.minimum_distance(atoms)
-        if shortest < params['collapse_distance']:
-            rejected[key] = f'collapsed: shortest distance {shortest:.2f} Å'
+        contact = operators.closest_contact(atoms, blmin)
+        if contact is not None and contact['ratio'] < 1.0:
+            rejected[key] = (f'collapsed: {contact["pair"]} at {contact["distance"]:.2f} Å < {contact["limit"]:.2f} Å, '
+                             f'enthalpy {enthalpy / natoms:.3f} eV/atom')
             continue
         entries.append((key, atoms, enthalpy / natoms))
         rows[key] = {
@@ -329,7 +333,8 @@ class EvoSearchWorkChain(ProtocolMixin, WorkChain):
     All candidates of a generation are relaxed (positions and cell at ``pressure``) in one ``relax``
     AseCalculation with the potential; fitness = enthalpy per atom (eV/atom), lower is better; duplicates are removed
     with pymatgen's StructureMatcher. A relaxation that fails, or a structure that collapses (two atoms closer than
-    ``variation.collapse_distance``), is recorded in the generation report and skipped. The search stops after
+    ``variation.collapse_ratio`` × their covalent radius sum, typically a hole of the potential), is recorded in the
+    generation report and skipped. The search stops after
     ``generations`` generations, or earlier when the best enthalpy has not dropped by more than
     ``stagnation_tolerance`` over ``stagnation_generations`` generations.
 
@@ -370,7 +375,7 @@ class EvoSearchWorkChain(ProtocolMixin, WorkChain):
         spec.input('variation', valid_type=orm.Dict, default=lambda: orm.Dict({}), validator=validate_variation,
                    help='Operator settings (evolution.population.VARIATION_DEFAULTS): volume_factor, distance_ratio, '
                         'strain_sigma, permutation_fraction, rattle_strength, rattle_probability, selection_fraction, '
-                        'collapse_distance.')
+                        'collapse_ratio.')
         spec.input('seed', valid_type=orm.Int, default=lambda: orm.Int(0), validator=_positive('seed', 0),
                    help='Seed of every random choice of the search (operators, pyxtal, the re-label sample).')
         spec.input('relax_settings', valid_type=orm.Dict, default=lambda: orm.Dict({}), validator=validate_relax_settings,
@@ -471,7 +476,7 @@ class EvoSearchWorkChain(ProtocolMixin, WorkChain):
         variation = population.check_variation_settings(self.inputs.variation.get_dict())
         self.ctx.pool_parameters = {
             'pressure': self.inputs.pressure.value, 'duplicate_tolerance': self.inputs.duplicate_tolerance.value,
-            'collapse_distance': variation['collapse_distance'],
+            'collapse_ratio': variation['collapse_ratio'],
         }
 
     def should_continue(self):
