@@ -16,6 +16,7 @@ from aiida.engine import CalcJob
 
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
 from aiida_liqcryst.engines import ase_tasks
+from aiida_liqcryst.validators import code_error
 
 
 def validate_settings(value, _):
@@ -34,7 +35,14 @@ def validate_structures(value, _):
     return None
 
 
+PLUGIN = 'liqcryst.ase'
+CODE_HINT = 'the `aiida-liqcryst-ase` console script, e.g. ase@localhost'
+
+
 def validate_inputs(inputs, ctx):
+    if 'code' in ctx and 'remote_folder' not in inputs:
+        if (error := code_error(inputs.get('code'), PLUGIN, what=CODE_HINT)) is not None:
+            return error
     if 'structures' not in ctx or 'settings' not in ctx:
         return None
     structures = inputs.get('structures') or {}
@@ -50,7 +58,10 @@ def validate_inputs(inputs, ctx):
             for key, structure in structures.items():
                 unknown = sorted(set(structure.get_symbols_set()) - set(type_map))
                 if unknown:
-                    return f'`structures.{key}`: elements {unknown} are not in the type_map {type_map} of `potential`'
+                    return (
+                        f'`structures.{key}`: elements {unknown} are not in the type_map {type_map} of `potential`: '
+                        'remove them, or use a potential trained with them'
+                    )
     return None
 
 

@@ -9,9 +9,12 @@ from aiida.engine import CalcJob
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
 from aiida_liqcryst.exploration import lammps_input
 from aiida_liqcryst.exploration.lammps_input import Condition, condition_error
+from aiida_liqcryst.validators import code_error
 
 MIN_MODELS = 2
 STDOUT_FILENAME = 'lammps.out'
+PLUGIN = 'liqcryst.explore_md'
+CODE_HINT = 'LAMMPS with the DeePMD plugin, e.g. lmp@localhost'
 
 
 def ensemble_type_map(potentials) -> list[str] | None:
@@ -35,7 +38,10 @@ def structure_error(structure, type_map: list[str], name: str = 'structure') -> 
     """Why ``structure`` cannot run with models of ``type_map`` (unknown elements, not 3D periodic), or None."""
     unknown = sorted(set(structure.get_symbols_set()) - set(type_map))
     if unknown:
-        return f'`{name}`: elements {unknown} are not in the models\' type_map {type_map}'
+        return (
+            f'`{name}`: elements {unknown} are not in the models\' type_map {type_map}: remove them, or use '
+            'models trained with them'
+        )
     if not all(structure.pbc):
         return f'`{name}`: the MD needs a 3D periodic cell, got pbc={structure.pbc}'
     return None
@@ -55,6 +61,9 @@ def validate_potentials(value, _):
 
 
 def validate_inputs(inputs, ctx):
+    if 'code' in ctx and 'remote_folder' not in inputs:
+        if (error := code_error(inputs.get('code'), PLUGIN, what=CODE_HINT)) is not None:
+            return error
     if 'potentials' not in ctx:  # excluded by an exposing process that sets it itself
         return None
     if len(inputs.get('potentials', {})) < MIN_MODELS:

@@ -67,6 +67,37 @@ def get_polymorph(name: str, primitive: bool = False):
     return structure.get_primitive_structure() if primitive else structure
 
 
+CIF_CONTENT = (
+    'a crystal CIF gives the cell (_cell_length_a/b/c, _cell_angle_alpha/beta/gamma) and a loop of atom sites '
+    '(_atom_site_type_symbol or _atom_site_label with _atom_site_fract_x/y/z)'
+)
+
+
+def load_cif(path, primitive: bool = False):
+    """A crystal structure from a user's CIF file ``path`` as a pymatgen ``Structure`` (first data block).
+
+    :param primitive: return the primitive cell instead.
+    :raises ValueError: naming the file and what a crystal CIF must contain, when the file is missing or holds
+        no crystal (no cell, no atom sites, text that is not CIF).
+    """
+    import pathlib
+
+    from pymatgen.core import Structure
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f'CIF file `{path}`: no such file')
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # pymatgen's parse warnings: a failure is reported below
+            structure = Structure.from_str(path.read_text(encoding='utf-8', errors='replace'), fmt='cif')
+    except Exception as exc:  # pymatgen's parse errors: ValueError, KeyError, ... depending on what is missing
+        raise ValueError(f'CIF file `{path}` holds no crystal structure ({exc}): {CIF_CONTENT}') from exc
+    if len(structure) == 0 or not structure.volume > 0:
+        raise ValueError(f'CIF file `{path}` holds no atoms in a 3D cell: {CIF_CONTENT}')
+    return structure.get_primitive_structure() if primitive else structure
+
+
 def get_atoms(name: str, primitive: bool = False):
     """The crystal structure of polymorph ``name`` as ``ase.Atoms``."""
     from pymatgen.io.ase import AseAtomsAdaptor

@@ -13,11 +13,13 @@ from aiida.plugins import CalculationFactory, WorkflowFactory
 from aiida_liqcryst.analysis.eos import MIN_POINTS, TABLE_COLUMNS, TABLE_UNITS, eos_comparison_table
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
 from aiida_liqcryst.engines import ase_tasks
+from aiida_liqcryst.validators import code_validator
 from aiida_liqcryst.protocols import ProtocolMixin
 from aiida_liqcryst.structures.polymorphs import POLYMORPHS, normalize_name
 from aiida_liqcryst.workflows.vdos import REFERENCE, validate_parameters as validate_vdos_parameters
 
 AseCalculation = CalculationFactory('liqcryst.ase')
+ASE_CODE = code_validator('liqcryst.ase', what='the `aiida-liqcryst-ase` console script, e.g. ase@localhost')
 VDOSWorkChain = WorkflowFactory('liqcryst.vdos')
 
 RELAX_KEYS = ('pressure', 'fmax', 'steps', 'scan_steps', 'optimizer', 'threads')
@@ -85,7 +87,10 @@ def validate_inputs(inputs, _):
         for key, structure in inputs['structures'].items():
             unknown = sorted(set(structure.get_symbols_set()) - set(type_map))
             if type_map and unknown:
-                return f'`structures.{key}`: elements {unknown} are not in the type_map {type_map} of potential {label!r}'
+                return (
+                    f'`structures.{key}`: elements {unknown} are not in the type_map {type_map} of potential {label!r}: '
+                    'remove the structure, or use a potential trained with them'
+                )
     vdos = inputs.get('vdos', {})
     if 'phases' in vdos:
         unknown = sorted(set(vdos['phases'].get_list()) - set(inputs['structures']))
@@ -236,7 +241,8 @@ class EOSScanWorkChain(ProtocolMixin, WorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input('code', valid_type=orm.AbstractCode, help='The `aiida-liqcryst-ase` code.')
+        spec.input('code', valid_type=orm.AbstractCode, validator=ASE_CODE,
+                   help='The `aiida-liqcryst-ase` code.')
         spec.input_namespace('structures', valid_type=orm.StructureData, dynamic=True, validator=validate_structures,
                              help='Crystals by phase name (e.g. the polymorph library: get_builder_from_protocol).')
         spec.input_namespace('potentials', valid_type=DeepPotentialData, dynamic=True, validator=validate_potentials,

@@ -7,7 +7,9 @@ from aiida import orm
 from aiida.engine import WorkChain, calcfunction
 
 from aiida_liqcryst.calculations.explore_md import (
+    CODE_HINT,
     MIN_MODELS,
+    PLUGIN,
     ensemble_type_map,
     potentials_error,
     structure_error,
@@ -15,6 +17,7 @@ from aiida_liqcryst.calculations.explore_md import (
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
 from aiida_liqcryst.exploration import model_deviation, selection
 from aiida_liqcryst.exploration.lammps_input import Condition, conditions_error
+from aiida_liqcryst.validators import code_validator
 from aiida_liqcryst.workflows.explore_md_base import ExploreMDBaseWorkChain
 
 
@@ -141,6 +144,12 @@ def validate_max_candidates(value, _):
     return None
 
 
+def validate_seed(value, _):
+    if value is not None and value.value < 0:
+        return f'`seed` (of the candidate selection) must be an integer >= 0, got {value.value}'
+    return None
+
+
 def validate_inputs(inputs, ctx):
     if 'eps_lo' in inputs and 'eps_hi' in inputs and not 0 <= inputs['eps_lo'].value < inputs['eps_hi'].value:
         return (
@@ -174,7 +183,8 @@ class ExploreMDWorkChain(WorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input('code', valid_type=orm.AbstractCode, help='LAMMPS with the DeePMD plugin (`lmp`).')
+        spec.input('code', valid_type=orm.AbstractCode, validator=code_validator(PLUGIN, what=CODE_HINT),
+                   help='LAMMPS with the DeePMD plugin (`lmp`).')
         spec.input_namespace(
             'potentials', valid_type=DeepPotentialData, dynamic=True,
             help=f'The ensemble: at least {MIN_MODELS} frozen DeePMD models sharing one type_map.',
@@ -196,7 +206,8 @@ class ExploreMDWorkChain(WorkChain):
                    help='At most this many candidates are returned (over all runs).')
         spec.input('selection', valid_type=orm.Str, default=lambda: orm.Str('random'), validator=validate_selection,
                    help='How candidates are picked when there are more than `max_candidates`: random | fps.')
-        spec.input('seed', valid_type=orm.Int, default=lambda: orm.Int(0), help='Seed of the random selection.')
+        spec.input('seed', valid_type=orm.Int, default=lambda: orm.Int(0), validator=validate_seed,
+                   help='Seed of the random selection (>= 0).')
         spec.input('max_iterations', valid_type=orm.Int, default=lambda: orm.Int(3),
                    help='Runs per MD including the restarts with a halved timestep after a blow-up.')
         spec.input('options', valid_type=orm.Dict, required=False,

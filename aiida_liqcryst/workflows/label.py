@@ -115,6 +115,15 @@ def validate_engine(value, _):
     return None
 
 
+def validate_protocol(value, _):
+    if value is None:
+        return None
+    available = sorted(LabelWorkChain.get_available_protocols())
+    if value.value not in available:
+        return f'`protocol`: unknown protocol {value.value!r}; choose one of {available}'
+    return None
+
+
 def validate_structures(value, _):
     if not value:
         return '`structures`: give at least one structure to label'
@@ -247,6 +256,7 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
         spec.input('max_iterations', valid_type=orm.Int, default=lambda: orm.Int(3),
                    help='cp2k/vasp: restarts of one single point by the base work chain before it counts as failed.')
         spec.input('protocol', valid_type=orm.Str, default=lambda: orm.Str(cls.get_default_protocol()),
+                   validator=validate_protocol,
                    help='Protocol whose engine defaults fill in what `parameters`/`settings`/`options` leave out.')
         spec.inputs.validator = validate_inputs
 

@@ -11,6 +11,9 @@ from aiida.plugins import CalculationFactory, WorkflowFactory
 
 from aiida_liqcryst.analysis.metrics import error_metrics
 from aiida_liqcryst.analysis.plots import parity_plot
+from aiida_liqcryst.calculations.explore_md import ensemble_type_map, potentials_error, structure_error
+from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
+from aiida_liqcryst.validators import code_validator
 
 ExploreMDWorkChain = WorkflowFactory('liqcryst.explore_md')
 LabelWorkChain = WorkflowFactory('liqcryst.label')
@@ -18,6 +21,32 @@ DeepmdTestCalculation = CalculationFactory('liqcryst.deepmd.test')
 
 # Every MD frame is a candidate: the window (0, 1e6) eV/Å keeps all, `max_candidates` picks how many.
 ALL_FRAMES = (0.0, 1.0e6)
+
+
+def validate_inputs(inputs, _):
+    """The ensemble, the validated potential, the MD structures and the label type_map must fit together."""
+    potentials = inputs.get('potentials') or {}
+    wrong = sorted(key for key, node in potentials.items() if not isinstance(node, DeepPotentialData))
+    if wrong:
+        return f'`potentials`: {wrong} are not DeepPotentialData; give frozen DeePMD models (liqcryst.deepmd.potential)'
+    if (error := potentials_error(potentials)) is not None:
+        return error
+    type_map = ensemble_type_map(potentials)
+    potential = inputs.get('potential')
+    if potential is not None and not isinstance(potential, DeepPotentialData):
+        return f'`potential`: got a {type(potential).__name__}; give a frozen DeePMD model (DeepPotentialData)'
+    for key, structure in (inputs.get('md', {}).get('structures') or {}).items():
+        if (error := structure_error(structure, type_map, name=f'md.structures.{key}')) is not None:
+            return error
+    label_map = inputs.get('label', {}).get('type_map')
+    if potential is not None and label_map is not None:
+        unknown = sorted(set(label_map.get_list()) - set(potential.type_map))
+        if unknown:
+            return (
+                f'`label.type_map` has elements {unknown} that `potential` (type_map {potential.type_map}) does not '
+                'know: dp test needs them in its type_map; use the type_map of the potential'
+            )
+    return None
 
 
 @calcfunction
@@ -63,7 +92,9 @@ class ValidateWorkChain(WorkChain):
                            namespace_options={'help': 'The reference engine that labels the frames.'})
         spec.input_namespace('potentials', valid_type=orm.Data, dynamic=True, help='The ensemble (>= 2 models) that runs the MD.')
         spec.input('potential', valid_type=orm.Data, help='The model validated (usually one of `potentials`).')
-        spec.input('dp_code', valid_type=orm.AbstractCode, help='`dp` of deepmd-kit, for `dp test`.')
+        spec.input('dp_code', valid_type=orm.AbstractCode, help='`dp` of deepmd-kit, for `dp test`.',
+                   validator=code_validator('liqcryst.deepmd.test', port='dp_code', what="deepmd-kit's `dp`"))
+        spec.inputs.validator = validate_inputs
         spec.outline(cls.run_md, cls.label, cls.test, cls.results)
         spec.output('dataset', valid_type=orm.Data, help='The validation frames with their reference labels.')
         spec.output('metrics', valid_type=orm.Dict, help='Energy (meV/atom) and force (eV/Å) errors: RMSE, MAE, max, Pearson r.')

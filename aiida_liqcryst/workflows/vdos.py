@@ -11,8 +11,10 @@ from aiida.plugins import CalculationFactory
 
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
 from aiida_liqcryst.engines import ase_tasks
+from aiida_liqcryst.validators import code_validator
 
 AseCalculation = CalculationFactory('liqcryst.ase')
+ASE_CODE = code_validator('liqcryst.ase', what='the `aiida-liqcryst-ase` console script, e.g. ase@localhost')
 
 REFERENCE = 'reference'
 # A thermalised NVE run: the VDOS of a Langevin run is broadened by the friction.
@@ -58,7 +60,10 @@ def validate_inputs(inputs, ctx):
         type_map = potential.base.attributes.get('type_map', None) or []
         unknown = sorted(set(structure.get_symbols_set()) - set(type_map))
         if type_map and unknown:
-            return f'`structure`: elements {unknown} are not in the type_map {type_map} of potential {key!r}'
+            return (
+                f'`structure`: elements {unknown} are not in the type_map {type_map} of potential {key!r}: '
+                'use a structure of its elements, or a potential trained with them'
+            )
     return None
 
 
@@ -110,7 +115,8 @@ class VDOSWorkChain(WorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input('code', valid_type=orm.AbstractCode, help='The `aiida-liqcryst-ase` code.')
+        spec.input('code', valid_type=orm.AbstractCode, validator=ASE_CODE,
+                   help='The `aiida-liqcryst-ase` code.')
         spec.input('structure', valid_type=orm.StructureData, help='The crystal; every MD starts from it.')
         spec.input_namespace('potentials', valid_type=DeepPotentialData, dynamic=True, validator=validate_potentials,
                              help='DeePMD potentials to compare with the reference, by label.')

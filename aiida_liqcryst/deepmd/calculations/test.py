@@ -8,13 +8,18 @@ from aiida.engine import CalcJob
 
 from ..data.dataset import LabeledDatasetData
 from ..data.potential import DeepPotentialData
+from .train import code_error
+
+CODE_HINT = "deepmd-kit's `dp` (e.g. dp@localhost; default plugin none or liqcryst.deepmd.test)"
 
 DATA_DIR = 'data'
 DETAIL = 'detail'
 
 
 def validate_inputs(value, ctx=None):
-    """The potential must know every element of the dataset."""
+    """The code must be `dp`; the potential must know every element of the dataset."""
+    if (error := code_error(value, ctx, 'liqcryst.deepmd.test', CODE_HINT)) is not None:
+        return error
     if ctx is not None and any(name not in ctx for name in ('potential', 'dataset')):
         return None
     if 'potential' not in value or 'dataset' not in value:
@@ -22,7 +27,10 @@ def validate_inputs(value, ctx=None):
     missing = [e for e in value['dataset'].type_map if e not in value['potential'].type_map]
     if missing:
         type_map = value['potential'].type_map
-        return f'`dataset` has elements {missing} that `potential` (type_map {type_map}) does not know'
+        return (
+            f'`dataset` has elements {missing} that `potential` (type_map {type_map}) does not know: test a '
+            'potential whose type_map holds every element of the dataset'
+        )
     return None
 
 

@@ -15,6 +15,7 @@ from ..data.potential import DeepPotentialData
 RESTART_MODES = {'restart': '--restart', 'init_model': '--init-model'}
 CHECKPOINT = 'model.ckpt.pt'  # deepmd points this name at the newest checkpoint
 TRAIN_DIR, VALID_DIR = 'data/train', 'data/valid'
+CODE_HINT = "deepmd-kit's `dp` (e.g. dp@localhost; default plugin none or liqcryst.deepmd.train)"
 
 
 def deepmd_arguments():
@@ -118,13 +119,13 @@ def check_parameters(parameters: dict, datasets: dict, validation: dict) -> str 
     type_map = parameters['model'].get('type_map')
     for namespace, nodes in (('datasets', datasets), ('validation', validation)):
         for key, dataset in nodes.items():
+            if not dataset.base.attributes.get('nframes', 0):  # a LabeledDatasetData() made without frames
+                return f'`{namespace}.{key}` is empty: give a LabeledDatasetData with at least one labeled frame'
             if dataset.type_map != type_map:
                 return (
                     f'`{namespace}.{key}` has type_map {dataset.type_map} but `parameters.model.type_map` is '
                     f'{type_map}: they must be equal'
                 )
-            if not dataset.nframes:
-                return f'`{namespace}.{key}` is empty'
     numb_steps = parameters['training'].get('numb_steps')
     if numb_steps is not None and (not isinstance(numb_steps, int) or numb_steps <= 0):
         return f'`parameters.training.numb_steps` must be a positive integer, got {numb_steps}'
@@ -136,15 +137,30 @@ def check_parameters(parameters: dict, datasets: dict, validation: dict) -> str 
     return None
 
 
+def code_error(value, ctx, plugin: str, what: str) -> str | None:
+    """Why the ``code`` input cannot run ``plugin`` (missing, or a code of another plugin), or None."""
+    if (ctx is not None and 'code' not in ctx) or 'remote_folder' in value:
+        return None  # excluded by an exposing process, or an import run
+    code = value.get('code')
+    if code is None:
+        return f'`code`: no code given; give the code of {what}'
+    actual = code.default_calc_job_plugin
+    if actual is not None and actual != plugin:
+        return f'`code` <{code.full_label}> runs the plugin `{actual}`; give the code of {what}'
+    return None
+
+
 def validate_inputs(value, ctx=None):
-    """Check the parameters against the datasets with deepmd's argcheck before anything runs."""
+    """Check the code, and the parameters against the datasets with deepmd's argcheck, before anything runs."""
+    if (error := code_error(value, ctx, 'liqcryst.deepmd.train', CODE_HINT)) is not None:
+        return error
     if ctx is not None and any(name not in ctx for name in ('parameters', 'datasets')):
         return None  # a port was excluded where these inputs are exposed
-    if 'parameters' not in value or 'datasets' not in value:
-        return None  # required ports report their own absence
-    datasets = dict(value['datasets'])
+    datasets = dict(value.get('datasets', {}))
     if not datasets:
         return '`datasets` needs at least one LabeledDatasetData'
+    if 'parameters' not in value:
+        return None  # required ports report their own absence
     if 'restart_mode' in value and value['restart_mode'].value not in RESTART_MODES:
         return f'`restart_mode` must be one of {sorted(RESTART_MODES)}, got `{value["restart_mode"].value}`'
     return check_parameters(value['parameters'].get_dict(), datasets, dict(value.get('validation', {})))

@@ -1,0 +1,30 @@
+"""Input checks shared by several processes (plain functions: they return a message or None)."""
+
+from __future__ import annotations
+
+
+def code_error(code, plugin: str, port: str = 'code', what: str = '') -> str | None:
+    """Why ``code`` cannot run the calculation plugin ``plugin``, or None.
+
+    A missing code is an error; a code whose ``default_calc_job_plugin`` is another plugin is one too (a code
+    without a default plugin is accepted: ``dp`` serves two plugins).
+    """
+    what = f' ({what})' if what else ''
+    if code is None:
+        return f'`{port}`: no code given; give a code of the calculation plugin `{plugin}`{what}'
+    actual = code.default_calc_job_plugin
+    if actual is not None and actual != plugin:
+        return (
+            f'`{port}` <{code.full_label}> runs the plugin `{actual}`; give a code of the calculation plugin '
+            f'`{plugin}`{what}'
+        )
+    return None
+
+
+def code_validator(plugin: str, port: str = 'code', what: str = ''):
+    """A port validator of a code input: the code must run ``plugin`` (see :func:`code_error`)."""
+
+    def validator(value, _=None):
+        return None if value is None else code_error(value, plugin, port, what)
+
+    return validator
