@@ -544,3 +544,18 @@ def test_table_covers_every_process_and_enough_cases():
     assert len({param.id for param in CASES}) == len(CASES)
     # every message is checked for the port (or key) and for the fix: two fragments at least
     assert all(len(param.values[2]) >= 2 for param in CASES), [p.id for p in CASES if len(p.values[2]) < 2]
+
+
+@pytest.mark.parametrize(
+    'make',
+    [train_ensemble, deepmd_train, deepmd_test, explore, explore_calc, label, oracle_calc, ase_calc, active_loop,
+     validate, eos_scan, vdos, evo_search],
+)
+def test_the_builders_without_a_mistake_are_accepted(env, make):
+    """The control: each builder of the table, unchanged, passes every validator (so the case's mistake is what a
+    case's error is about). Instantiated only: the process node is created, nothing runs."""
+    from aiida.engine.utils import instantiate_process
+    from aiida.manage import get_manager
+
+    process = instantiate_process(get_manager().get_runner(), make(env))
+    assert process.node.is_stored and process.node.process_state.value == 'created'
