@@ -35,10 +35,9 @@ import json, sys
 from aiida import load_profile, orm
 load_profile('liqcryst')
 loop = orm.load_node(int(sys.argv[1]))
-qb = orm.QueryBuilder().append(orm.WorkflowNode, filters={'id': loop.pk}, tag='loop')
-qb.append(orm.CalcJobNode, with_ancestors='loop', project=['id', 'attributes.process_label', 'attributes.exit_status'])
+calcs = sorted([n.pk, n.process_label, n.exit_status] for n in loop.called_descendants if isinstance(n, orm.CalcJobNode))
 out = {'terminated': loop.is_terminated, 'finished_ok': loop.is_finished_ok, 'exit_status': loop.exit_status,
-       'calcs': sorted(qb.all())}
+       'calcs': calcs}
 if loop.is_finished_ok:
     initial = loop.base.links.get_outgoing(link_label_filter='initial_labels').one().node.outputs.dataset.nframes
     out.update(rows=loop.outputs.iterations.get_list(), initial=initial, final=loop.outputs.dataset.nframes,
@@ -54,18 +53,21 @@ def profile(tmp_path_factory):
     # the daemon starts its workers with the `verdi` found on PATH: the one of this environment
     env = {**os.environ, 'AIIDA_PATH': str(aiida_path), 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     subprocess.run([str(BIN / 'aiida-liqcryst'), 'setup'], env=env, check=True, capture_output=True, timeout=300)
+    # the daemon's control calls time out after 2 s by default: too short on a loaded 2-core machine
+    subprocess.run([str(BIN / 'verdi'), '-p', PROFILE, 'config', 'set', 'daemon.timeout', '60'], env=env, check=True,
+                   capture_output=True, timeout=120)
     yield env
     subprocess.run([str(BIN / 'verdi'), '-p', PROFILE, 'daemon', 'stop'], env=env, capture_output=True, timeout=120)
 
 
 def verdi(env, *args):
-    result = subprocess.run([str(BIN / 'verdi'), '-p', PROFILE, *args], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([str(BIN / 'verdi'), '-p', PROFILE, *args], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
 
 def status(env, pk):
-    result = subprocess.run([sys.executable, '-c', STATUS, str(pk)], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, '-c', STATUS, str(pk)], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -76,7 +78,7 @@ def wait_for(env, pk, condition, timeout):
         state = status(env, pk)
         if condition(state):
             return state
-        time.sleep(2)
+        time.sleep(5)
     pytest.fail(f'timed out waiting; last state {state}')
 
 

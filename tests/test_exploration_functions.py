@@ -304,3 +304,16 @@ def test_quotas_reject_negative_counts():
 
     with pytest.raises(ValueError, match='non-negative'):
         quotas([3, -1], 2)
+
+
+def test_too_close_flags_overlapping_atoms_only():
+    from aiida_liqcryst.exploration.selection import too_close
+
+    quartz_like = Atoms('SiO', positions=[[0, 0, 0], [1.61, 0, 0]], cell=[8, 8, 8], pbc=True)  # a real Si-O bond
+    assert not too_close(quartz_like, 0.75)
+    hole = Atoms('O2', positions=[[0, 0, 0], [0.92, 0, 0]], cell=[8, 8, 8], pbc=True)  # SevenNet-0's O-O hole
+    assert too_close(hole, 0.75)
+    assert not too_close(hole, 0.0)  # 0 disables the check
+    # across the periodic boundary too
+    wrapped = Atoms('O2', positions=[[0.1, 0, 0], [7.3, 0, 0]], cell=[8, 8, 8], pbc=True)  # 0.8 Å apart
+    assert too_close(wrapped, 0.75)

@@ -106,3 +106,20 @@ def quotas(counts, total: int) -> list[int]:
         result = [r + e for r, e in zip(result, extra)]
         left = budget - sum(result)
     return result
+
+
+def too_close(atoms, ratio: float) -> bool:
+    """Whether two atoms of ``atoms`` are closer than ``ratio`` times the sum of their covalent radii.
+
+    Such a frame is unphysical (an MD with an immature potential let atoms overlap): labeling it teaches
+    nothing and can poison training (a universal potential may even have a hole there; SevenNet-0 gives
+    -130 eV/atom for O-O at 0.92 Å). The same idea as dpgen2's ``DistanceConfFilter``.
+    """
+    from ase.data import covalent_radii
+    from ase.neighborlist import neighbor_list
+
+    if ratio <= 0:
+        return False
+    radii = covalent_radii[atoms.numbers]
+    first, second, distances = neighbor_list('ijd', atoms, cutoff=float(ratio * 2 * radii.max()))
+    return bool(np.any(distances < ratio * (radii[first] + radii[second])))

@@ -28,10 +28,16 @@ def _trajectory_atoms(trajectory, index: int):
     return Atoms(symbols=symbols, positions=positions, cell=cell, pbc=True)
 
 
+def validate_safe_distance_ratio(value, _):
+    if value is not None and not 0 <= value.value < 1.5:
+        return f'`safe_distance_ratio` must be in [0, 1.5) (a fraction of the covalent-radius sum), got {value.value}'
+    return None
+
+
 @calcfunction
 def select_candidates(
     eps_lo: orm.Float, eps_hi: orm.Float, max_candidates: orm.Int, selection_method: orm.Str, seed: orm.Int,
-    conditions: orm.List, runs: orm.Dict, **md_outputs,
+    conditions: orm.List, runs: orm.Dict, safe_distance_ratio: orm.Float | None = None, **md_outputs,
 ):
     """Classify every MD frame by its force model deviation and pick at most ``max_candidates`` candidates.
 
@@ -58,7 +64,12 @@ def select_candidates(
         group['runs'] += 1
         group['truncated_runs'] += int(bool(info.get('truncated')))
         all_devi.append(devi)
-        pool += [(key, int(i), float(devi[i])) for i in np.flatnonzero(labels == 'candidate')]
+        ratio = safe_distance_ratio.value if safe_distance_ratio is not None else 0.0
+        for i in np.flatnonzero(labels == 'candidate'):
+            if ratio > 0 and selection.too_close(_trajectory_atoms(md_outputs[f'trajectory_{key}'], int(i)), ratio):
+                group['too_close'] = group.get('too_close', 0) + 1  # overlapping atoms: never labeled
+                continue
+            pool.append((key, int(i), float(devi[i])))
 
     method = selection_method.value
     features = None
@@ -113,11 +124,12 @@ def select_candidates(
         stats = model_deviation.summarize(values, lo, hi)
         stats.update(
             condition=condition_list[index], runs=group['runs'], truncated_runs=group['truncated_runs'],
-            selected=selected_per_condition.get(index, 0),
+            selected=selected_per_condition.get(index, 0), too_close=group.get('too_close', 0),
         )
         stats_conditions[f'condition_{index}'] = stats
     total = model_deviation.summarize(np.concatenate(all_devi), lo, hi)
     total['selected'] = len(chosen)
+    total['too_close'] = sum(group.get('too_close', 0) for group in per_condition.values())
     outputs['statistics'] = orm.Dict(
         {'eps_lo': lo, 'eps_hi': hi, 'selection': method, 'max_candidates': max_candidates.value,
          'conditions': stats_conditions, 'total': total}
@@ -208,6 +220,10 @@ class ExploreMDWorkChain(WorkChain):
                    help='How candidates are picked when there are more than `max_candidates`: random | fps.')
         spec.input('seed', valid_type=orm.Int, default=lambda: orm.Int(0), validator=validate_seed,
                    help='Seed of the random selection (>= 0).')
+        spec.input('safe_distance_ratio', valid_type=orm.Float, default=lambda: orm.Float(0.75),
+                   validator=validate_safe_distance_ratio,
+                   help='A candidate frame with two atoms closer than this times the sum of their covalent radii is '
+                        'unphysical (overlapping atoms): counted as `too_close` and never labeled. 0 disables.')
         spec.input('max_iterations', valid_type=orm.Int, default=lambda: orm.Int(3),
                    help='Runs per MD including the restarts with a halved timestep after a blow-up.')
         spec.input('options', valid_type=orm.Dict, required=False,
@@ -271,7 +287,8 @@ class ExploreMDWorkChain(WorkChain):
         result = select_candidates(
             eps_lo=self.inputs.eps_lo, eps_hi=self.inputs.eps_hi, max_candidates=self.inputs.max_candidates,
             selection_method=self.inputs.selection, seed=self.inputs.seed, conditions=self.inputs.conditions,
-            runs=orm.Dict(self.ctx.usable_runs), metadata={'call_link_label': 'select_candidates'},
+            runs=orm.Dict(self.ctx.usable_runs), safe_distance_ratio=self.inputs.safe_distance_ratio,
+            metadata={'call_link_label': 'select_candidates'},
             **self.ctx.md_outputs,
         )
         statistics = result.pop('statistics')
@@ -284,6 +301,6 @@ class ExploreMDWorkChain(WorkChain):
             self.report(
                 f'{name} ({cond.get("ensemble", "npt")} {cond["temperature"]} K {cond.get("pressure", 0)} GPa): '
                 f'{c["frames"]} frames, accurate {c["accurate_fraction"]:.2f} candidate {c["candidate_fraction"]:.2f} '
-                f'failed {c["failed_fraction"]:.2f}; {c["selected"]} selected'
+                f'failed {c["failed_fraction"]:.2f}; {c.get("too_close", 0)} with overlapping atoms; {c["selected"]} selected'
             )
         self.report(f'{stats["total"]["candidate"]} candidate frames, {len(result)} selected (cap {self.inputs.max_candidates.value})')
