@@ -115,11 +115,8 @@ def too_close(atoms, ratio: float) -> bool:
     nothing and can poison training (a universal potential may even have a hole there; SevenNet-0 gives
     -130 eV/atom for O-O at 0.92 Å). The same idea as dpgen2's ``DistanceConfFilter``.
     """
-    from ase.data import covalent_radii
-    from ase.neighborlist import neighbor_list
+    from aiida_liqcryst.evolution import operators
 
     if ratio <= 0:
         return False
-    radii = covalent_radii[atoms.numbers]
-    first, second, distances = neighbor_list('ijd', atoms, cutoff=float(ratio * 2 * radii.max()))
-    return bool(np.any(distances < ratio * (radii[first] + radii[second])))
+    return operators.too_close(atoms, operators.closest_distances(set(atoms.get_chemical_symbols()), ratio))
