@@ -28,3 +28,25 @@ def code_validator(plugin: str, port: str = 'code', what: str = ''):
         return None if value is None else code_error(value, plugin, port, what)
 
     return validator
+
+
+def task_settings_validator(port: str, allowed: tuple, task: dict, hint: str = ''):
+    """A validator of a Dict of ``aiida-liqcryst-ase`` task settings: only ``allowed`` keys, values that
+    :func:`aiida_liqcryst.engines.ase_tasks.check_settings` accepts once merged into ``task``."""
+
+    def validator(value, _=None):
+        if value is None:
+            return None
+        settings = value.get_dict()
+        unknown = set(settings) - set(allowed)
+        if unknown:
+            return f'`{port}`: unknown key(s) {sorted(unknown)}; allowed: {list(allowed)}{hint}'
+        from aiida_liqcryst.engines import ase_tasks
+
+        try:
+            ase_tasks.check_settings({**task, **settings})
+        except ValueError as exc:
+            return f'`{port}`: {exc}'
+        return None
+
+    return validator

@@ -105,3 +105,36 @@ def ensemble(codes, sio2_dataset):
     _, node = run_get_node(builder)
     assert node.is_finished_ok, node.exit_status
     return node
+
+
+COMPOSITION = {'Si': 1, 'O': 2}
+
+
+def tiny_overrides(**extra):
+    """ActiveLoop ``demo`` overrides for 2 real iterations of 2 tiny models on 2 small packings (minutes)."""
+    overrides = {
+        'formula_units': 8,
+        'number_of_structures': 2,
+        'max_iterations': 2,
+        'reuse_models': True,  # iteration 1 fine-tunes iteration 0's models (dp train --init-model)
+        'train': {'overrides': {'parameters': TINY_PARAMETERS, 'number_of_models': 2}},
+        # a window that takes every frame: candidates in each iteration, so the loop runs to its bound
+        'explore': {'eps_lo': 0.0, 'eps_hi': 1.0e6, 'max_candidates': 3, 'selection': 'fps'},
+        'initial_label': {'settings': {'oracle': {'relax_steps': 10, 'md': {'steps': 12, 'temperature': 3000, 'timestep': 1.0, 'every': 4}}}},
+        'schedule': {'HP': [{'temperatures': [3000], 'pressures': [0, 10], 'steps': 60, 'dump_every': 10}]},
+    }
+    overrides.update(extra)
+    return overrides
+
+
+@pytest.fixture(scope='session')
+def tiny_loop(codes):
+    """One finished tiny ActiveLoopWorkChain (``tiny_overrides``), shared by the loop, query and archive tests."""
+    from aiida.engine import run_get_node
+
+    from aiida_liqcryst.workflows.active_loop import ActiveLoopWorkChain
+
+    codes = {**codes, 'engine': codes['oracle']}
+    builder = ActiveLoopWorkChain.get_builder_from_protocol(codes, COMPOSITION, engine='oracle', protocol='demo', overrides=tiny_overrides())
+    _, node = run_get_node(builder)
+    return node

@@ -6,33 +6,12 @@ from aiida.engine import run_get_node
 
 from aiida_liqcryst.workflows.active_loop import ActiveLoopWorkChain, conditions_for, stage_error
 
-from .conftest import TINY_PARAMETERS
-
-COMPOSITION = {'Si': 1, 'O': 2}
+from .conftest import COMPOSITION
 
 
-def tiny_overrides(**extra):
-    overrides = {
-        'formula_units': 8,
-        'number_of_structures': 2,
-        'max_iterations': 2,
-        'reuse_models': True,  # iteration 1 fine-tunes iteration 0's models (dp train --init-model)
-        'train': {'overrides': {'parameters': TINY_PARAMETERS, 'number_of_models': 2}},
-        # a window that takes every frame: candidates in each iteration, so the loop runs to its bound
-        'explore': {'eps_lo': 0.0, 'eps_hi': 1.0e6, 'max_candidates': 3, 'selection': 'fps'},
-        'initial_label': {'settings': {'oracle': {'relax_steps': 10, 'md': {'steps': 12, 'temperature': 3000, 'timestep': 1.0, 'every': 4}}}},
-        'schedule': {'HP': [{'temperatures': [3000], 'pressures': [0, 10], 'steps': 60, 'dump_every': 10}]},
-    }
-    overrides.update(extra)
-    return overrides
-
-
-@pytest.fixture(scope='module')
-def loop(codes):
-    codes = {**codes, 'engine': codes['oracle']}
-    builder = ActiveLoopWorkChain.get_builder_from_protocol(codes, COMPOSITION, engine='oracle', protocol='demo', overrides=tiny_overrides())
-    _, node = run_get_node(builder)
-    return node
+@pytest.fixture
+def loop(tiny_loop):
+    return tiny_loop
 
 
 def test_loop_runs_to_its_bound(loop):

@@ -35,6 +35,11 @@ def test_setup_creates_embedded_profile_and_codes(fresh_setup):
     profile = config['profiles']['liqcryst']
     assert profile['storage']['backend'] == 'core.sqlite_dos'
     assert profile['process_control']['backend'] == 'core.zeromq'  # embedded: no RabbitMQ needed
+    # labels are cached: an identical oracle/CP2K/VASP calculation is reused, not run again
+    from aiida_liqcryst.cli.setup import CACHED_CALCULATIONS
+
+    assert set(CACHED_CALCULATIONS) <= set(profile['options']['caching.enabled_for'])
+    assert '[ok]      caching: labels (liqcryst.oracle, cp2k, vasp.vasp)' in output
 
 
 def test_setup_is_idempotent_and_lmp_has_library_path(fresh_setup):
@@ -49,7 +54,7 @@ def test_setup_is_idempotent_and_lmp_has_library_path(fresh_setup):
     )
     out = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, check=True).stdout
     count, prepend = out.split('\n', 1)
-    assert int(count) == sum(line.startswith('  [ok]') for line in first.splitlines()) - 2  # minus profile, computer
+    assert int(count) == sum(line.startswith('  [ok]') for line in first.splitlines()) - 3  # minus profile, computer, caching
     assert 'nvidia/cuda_runtime/lib' in prepend and 'torch/lib' in prepend
 
 

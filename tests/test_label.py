@@ -86,6 +86,34 @@ def test_oracle_labels_in_parallel_batches_and_reports_failures(codes):
         assert np.allclose(matches[0]['positions'], sorted_by_type(atoms, atoms.positions))
 
 
+def test_identical_labels_are_reused_from_the_cache(codes):
+    """With the caching ``aiida-liqcryst setup`` enables, labeling the same structures again runs no new job."""
+    import contextlib
+
+    from aiida.engine import run_get_node
+    from aiida.manage.caching import enable_caching
+
+    from aiida_liqcryst.cli.setup import CACHED_CALCULATIONS
+    from aiida_liqcryst.workflows.label import LabelWorkChain
+
+    structures = {f'melt_{i}': small_melt(20 + i) for i in range(2)}
+    with contextlib.ExitStack() as stack:
+        for identifier in CACHED_CALCULATIONS:
+            stack.enter_context(enable_caching(identifier=identifier))
+        runs = []
+        for _ in range(2):  # new, equal StructureData nodes each time: the hash is of the content
+            builder = LabelWorkChain.get_builder_from_protocol(codes['oracle'], structure_nodes(structures), 'oracle', TYPE_MAP)
+            runs.append(run_get_node(builder))
+    (first, first_node), (second, second_node) = runs
+    assert first_node.is_finished_ok and second_node.is_finished_ok
+    [original], [reused] = called_calcjobs(first_node, 'OracleCalculation'), called_calcjobs(second_node, 'OracleCalculation')
+    assert original.base.caching.get_cache_source() is None
+    assert reused.base.caching.get_cache_source() == original.uuid
+    assert reused.pk != original.pk and reused.is_finished_ok
+    energies = [sorted(frame['energy'] for frame in run['dataset'].get_frames()) for run, _ in runs]
+    assert len(energies[0]) == 2 and energies[0] == energies[1]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # CP2K: real single points through the work chain, the virial and forces checked by finite differences
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Query helpers (aiida_liqcryst.query) on a real tiny ActiveLoop and EOS scan, and the archive round trip.
 
-The loop is the one of test_active_loop.py (same ``tiny_overrides``: 2 iterations, 2 models, the oracle); the
+The loop is the session's ``tiny_loop`` (conftest ``tiny_overrides``: 2 iterations, 2 models, the oracle); the
 EOS scan is alpha-quartz only, 5 volumes, short relaxations and no reference scan of its own. The round trip
 exports both with ``create_archive``, imports the archive into a fresh profile (``verdi presto`` on a new
 AIIDA_PATH, ``verdi archive import``) and runs the helpers there in a subprocess: same answers, by UUID.
@@ -20,20 +20,15 @@ from aiida import orm
 from aiida.engine import run_get_node
 
 from aiida_liqcryst import query
-from aiida_liqcryst.workflows.active_loop import ActiveLoopWorkChain
 
-from .test_active_loop import COMPOSITION, tiny_overrides
 
 VERDI = pathlib.Path(sys.executable).parent / 'verdi'
 
 
 @pytest.fixture(scope='module')
-def loop(codes):
-    codes = {**codes, 'engine': codes['oracle']}
-    builder = ActiveLoopWorkChain.get_builder_from_protocol(codes, COMPOSITION, engine='oracle', protocol='demo', overrides=tiny_overrides())
-    _, node = run_get_node(builder)
-    assert node.is_finished_ok, node.exit_status
-    return node
+def loop(tiny_loop):
+    assert tiny_loop.is_finished_ok, tiny_loop.exit_status
+    return tiny_loop
 
 
 @pytest.fixture(scope='module')

@@ -12,6 +12,10 @@ import sysconfig
 
 EMBEDDED_PROFILE = 'liqcryst'
 PRODUCTION_PROFILE = 'liqcryst-production'
+# Labels are the expensive, deterministic calculations: AiiDA caching reuses an identical one (same structure,
+# settings and code) instead of running it again. Training and MD are left out: their seeds make reruns differ
+# on purpose, and a restart must continue from a real remote folder.
+CACHED_CALCULATIONS = ('aiida.calculations:liqcryst.oracle', 'aiida.calculations:cp2k', 'aiida.calculations:vasp.vasp')
 
 
 @dataclasses.dataclass
@@ -145,10 +149,24 @@ def ensure_codes(computer, vasp: str | None = None) -> list[Finding]:
     return findings
 
 
+def ensure_caching(profile: str) -> Finding:
+    """Add :data:`CACHED_CALCULATIONS` to the profile's ``caching.enabled_for`` (what is there already stays)."""
+    from aiida.manage.configuration import get_config
+
+    config = get_config()
+    enabled = list(config.get_option('caching.enabled_for', scope=profile) or [])
+    missing = [identifier for identifier in CACHED_CALCULATIONS if identifier not in enabled]
+    if missing:
+        config.set_option('caching.enabled_for', enabled + missing, scope=profile)
+        config.store()
+    return Finding('caching', 'labels (' + ', '.join(i.split(':')[1] for i in CACHED_CALCULATIONS) + ')')
+
+
 def setup(profile: str | None = None, production: bool = False, vasp: str | None = None) -> list[Finding]:
     """Profile, computer and codes: everything the workflows need, idempotently."""
     name = ensure_profile(profile, production)
     computer = ensure_computer()
-    findings = [Finding('profile', name), Finding('computer', f'{computer.label} ({computer.scheduler_type})')]
+    findings = [Finding('profile', name), Finding('computer', f'{computer.label} ({computer.scheduler_type})'),
+                ensure_caching(name)]
     findings += ensure_codes(computer, vasp)
     return findings

@@ -12,8 +12,7 @@ from aiida.plugins import CalculationFactory, WorkflowFactory
 
 from aiida_liqcryst.analysis.eos import MIN_POINTS, TABLE_COLUMNS, TABLE_UNITS, eos_comparison_table
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
-from aiida_liqcryst.engines import ase_tasks
-from aiida_liqcryst.validators import code_validator
+from aiida_liqcryst.validators import code_validator, task_settings_validator
 from aiida_liqcryst.protocols import ProtocolMixin
 from aiida_liqcryst.structures.polymorphs import POLYMORPHS, normalize_name
 from aiida_liqcryst.workflows.vdos import REFERENCE, validate_parameters as validate_vdos_parameters
@@ -48,18 +47,7 @@ def validate_number_of_points(value, _):
     return None
 
 
-def validate_relax_settings(value, _):
-    if value is None:
-        return None
-    settings = value.get_dict()
-    unknown = set(settings) - set(RELAX_KEYS)
-    if unknown:
-        return f'`relax_settings`: unknown key(s) {sorted(unknown)}; allowed: {list(RELAX_KEYS)}'
-    try:
-        ase_tasks.check_settings({'task': 'eos', 'volume_fractions': [1.0], **settings})
-    except ValueError as exc:
-        return f'`relax_settings`: {exc}'
-    return None
+validate_relax_settings = task_settings_validator('relax_settings', RELAX_KEYS, {'task': 'eos', 'volume_fractions': [1.0]})
 
 
 def validate_structures(value, _):

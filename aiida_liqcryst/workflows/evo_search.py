@@ -19,9 +19,9 @@ from aiida.engine import ToContext, WorkChain, calcfunction, if_, while_
 from aiida.plugins import CalculationFactory
 
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
-from aiida_liqcryst.engines import ase_tasks
 from aiida_liqcryst.evolution import operators, population
 from aiida_liqcryst.protocols import ProtocolMixin
+from aiida_liqcryst.validators import task_settings_validator
 
 AseCalculation = CalculationFactory('liqcryst.ase')
 
@@ -60,18 +60,7 @@ def _positive(label, minimum, kind='integer'):
     return validator
 
 
-def validate_relax_settings(value, _):
-    if value is None:
-        return None
-    settings = value.get_dict()
-    unknown = set(settings) - set(RELAX_KEYS)
-    if unknown:
-        return f'`relax_settings`: unknown key(s) {sorted(unknown)}; allowed: {list(RELAX_KEYS)} (the pressure is `pressure`)'
-    try:
-        ase_tasks.check_settings({'task': 'relax', **settings})
-    except ValueError as exc:
-        return f'`relax_settings`: {exc}'
-    return None
+validate_relax_settings = task_settings_validator('relax_settings', RELAX_KEYS, {'task': 'relax'}, hint=' (the pressure is `pressure`)')
 
 
 def validate_pressure(value, _):
@@ -509,18 +498,22 @@ class EvoSearchWorkChain(ProtocolMixin, WorkChain):
         self.ctx.origin = outputs['origin'].pk
         self.ctx.candidates = {k: v.pk for k, v in outputs.items() if k != 'origin'}
 
-    def run_relax(self):
+    def _submit_ase(self, structures: dict, settings: dict, link_label: str, potential=None):
+        """One AseCalculation over ``structures`` (pks): relaxations with ``potential``, or reference labels."""
         builder = AseCalculation.get_builder()
         builder.code = self.inputs.code
-        builder.potential = self.inputs.potential
-        builder.structures = {k: orm.load_node(pk) for k, pk in self.ctx.candidates.items()}
-        builder.settings = orm.Dict({
-            'task': 'relax', 'pressure': self.inputs.pressure.value, 'cell': True, **self.inputs.relax_settings.get_dict(),
-        })
+        if potential is not None:
+            builder.potential = potential
+        builder.structures = {k: orm.load_node(pk) for k, pk in structures.items()}
+        builder.settings = orm.Dict(settings)
         if 'options' in self.inputs:
             builder.metadata.options = self.inputs.options
-        builder.metadata.call_link_label = f'relax_{self.ctx.generation:02d}'
-        node = self.submit(builder)
+        builder.metadata.call_link_label = link_label
+        return self.submit(builder)
+
+    def run_relax(self):
+        settings = {'task': 'relax', 'pressure': self.inputs.pressure.value, 'cell': True, **self.inputs.relax_settings.get_dict()}
+        node = self._submit_ase(self.ctx.candidates, settings, f'relax_{self.ctx.generation:02d}', self.inputs.potential)
         self.report(f'generation {self.ctx.generation}: relaxing {len(self.ctx.candidates)} candidates in '
                     f'{node.process_label}<{node.pk}>')
         return ToContext(relax=node)
@@ -571,15 +564,8 @@ class EvoSearchWorkChain(ProtocolMixin, WorkChain):
         sample = sorted(rng.choice(rest, size=min(len(rest), self.inputs.relabel.random_sample.value), replace=False).tolist()) \
             if rest else []
         self.ctx.relabel_top = top
-        builder = AseCalculation.get_builder()
-        builder.code = self.inputs.code
-        builder.structures = {k: orm.load_node(self.ctx.pool[k]) for k in top + sample}
         threads = self.inputs.relax_settings.get_dict().get('threads', 1)
-        builder.settings = orm.Dict({'task': 'label', 'threads': threads})
-        if 'options' in self.inputs:
-            builder.metadata.options = self.inputs.options
-        builder.metadata.call_link_label = 'relabel'
-        node = self.submit(builder)
+        node = self._submit_ase({k: self.ctx.pool[k] for k in top + sample}, {'task': 'label', 'threads': threads}, 'relabel')
         self.report(f're-labeling {len(top)} best + {len(sample)} random structures with the reference: '
                     f'{node.process_label}<{node.pk}>')
         return ToContext(relabel=node)
