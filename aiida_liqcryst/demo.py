@@ -78,9 +78,67 @@ def crystals(loop: orm.WorkflowNode, codes: dict, echo=print, output: str = '.',
     return node
 
 
+def format_search(results: dict, top: int = 10) -> list[str]:
+    """An EvoSearchWorkChain's outputs as text: stop reason and speed, the ranking, re-labeling metrics, best match."""
+    lines = []
+    summary = results['summary'].get_dict()
+    lines.append(f"{len(summary['generations'])} generations ({summary['stop_reason']}), {summary['relaxations']} "
+                 f"relaxations, {summary['relaxations_per_minute']} relaxations per minute of job time")
+    ranking = results['ranking'].get_dict()
+    lines.append(f"{'rank':>4s} {'key':10s} {'H (eV/atom)':>12s} {'natoms':>6s} {'space group (0.1 Å)':22s} {'CN(Si)':>6s}")
+    for rank, key in enumerate(ranking['ranked'][:top]):
+        row = ranking['structures'][key]
+        cn = 'n/a' if row['si_coordination'] is None else f"{row['si_coordination']:.2f}"
+        lines.append(f"{rank:4d} {key:10s} {row['enthalpy']:12.4f} {row['natoms']:6d} {str(row['space_group']):22s} {cn:>6s}")
+    if 'relabel_metrics' in results and 'all' in results['relabel_metrics'].get_dict():
+        m = results['relabel_metrics'].get_dict()
+        window = m['window'] or {}
+        lines.append(f"re-labeling ({m['all']['n']} structures): r = {m['all']['pearson_r']}, RMSE "
+                     f"{1e3 * m['all']['rmse']:.1f} meV/atom; within {m['window_ev_per_atom']} eV/atom of the best: "
+                     f"{1e3 * window.get('rmse', float('nan')):.1f} meV/atom ({m['n_window']}); offset "
+                     f"{1e3 * m['mean_difference']:+.1f} meV/atom")
+    if 'polymorph_comparison' in results:
+        c = results['polymorph_comparison'].get_dict()
+        lines.append(f"best structure: closest library polymorph {c['closest']} (RDF similarity {c['similarity']})")
+    return lines
+
+
+def search(loop: orm.WorkflowNode, codes: dict, echo=print, output: str = '.', pressures=(0.0, 10.0),
+           protocol: str = 'demo') -> dict:
+    """Fig. 3-4: evolutionary searches with the loop's first model (HP) at each pressure, re-labeled by the oracle."""
+    import pathlib
+
+    EvoSearchWorkChain = WorkflowFactory('liqcryst.evo_search')
+    potential = loop.outputs.potentials['model_0']
+    nodes = {}
+    for pressure in pressures:
+        builder = EvoSearchWorkChain.get_builder_from_protocol(codes['ase'], potential, {'Si': 1, 'O': 2},
+                                                               pressure=pressure, protocol=protocol)
+        echo(f'crystal search at {pressure:g} GPa with the liquid-trained model')
+        start = time.time()
+        results, node = run_get_node(builder)
+        echo(f'EvoSearchWorkChain <{node.pk}> finished in {(time.time() - start) / 60:.1f} min, exit status {node.exit_status}')
+        nodes[pressure] = node
+        if 'summary' not in results:
+            continue
+        for line in format_search(results):
+            echo('  ' + line)
+        folder = pathlib.Path(output)
+        folder.mkdir(parents=True, exist_ok=True)
+        if 'relabel_plot' in results:
+            path = folder / f'evo_search_{pressure:g}GPa_relabel.png'
+            path.write_bytes(results['relabel_plot'].get_content(mode='rb'))
+            echo(f'  correlation plot: {path.resolve()} (node <{results["relabel_plot"].pk}>)')
+        path = folder / f'evo_search_{pressure:g}GPa_best.cif'
+        results['best_structure'].get_pymatgen().to(filename=str(path))
+        echo(f'  best structure: {path.resolve()} (node <{results["best_structure"].pk}>)')
+    return nodes
+
+
 def run_demo(protocol: str = 'demo', echo=print, with_crystals: bool = True, output: str = 'liqcryst-demo') -> orm.WorkflowNode:
     """Run the HP active loop with the oracle on the current profile, validate it, then (``with_crystals``)
-    test the final model on the crystals; print where every result is."""
+    test the final model on the crystals (E(V) of the polymorph library, searches at 0 and 10 GPa); print
+    where every result is."""
     ActiveLoopWorkChain = WorkflowFactory('liqcryst.active_loop')
     codes = load_codes()
     codes['engine'] = codes['oracle']
@@ -111,5 +169,6 @@ def run_demo(protocol: str = 'demo', echo=print, with_crystals: bool = True, out
     echo(f'  full provenance: verdi process status {node.pk}; verdi node graph generate {node.pk}')
     if with_crystals:
         crystals(node, codes, echo, output=output)
+        search(node, codes, echo, output=output)
     echo(f'demo finished in {(time.time() - start) / 60:.1f} min')
     return node

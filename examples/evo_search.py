@@ -15,6 +15,8 @@ from aiida import orm
 from aiida.engine import run_get_node
 from aiida.plugins import WorkflowFactory
 
+from aiida_liqcryst.demo import format_search
+
 EvoSearchWorkChain = WorkflowFactory('liqcryst.evo_search')
 
 
@@ -44,29 +46,13 @@ def main():
     print(f'EvoSearchWorkChain<{node.pk}> finished with exit status {node.exit_status}: {node.exit_message or "ok"}')
     if 'summary' not in results:
         return
-    summary = results['summary'].get_dict()
-    print(f"{len(summary['generations'])} generations ({summary['stop_reason']}), {summary['relaxations']} relaxations, "
-          f"{summary['relaxations_per_minute']} relaxations per minute of job time")
-    ranking = results['ranking'].get_dict()
-    print(f"\n{'rank':>4s} {'key':10s} {'H (eV/atom)':>12s} {'natoms':>6s} {'space group (0.1 Å)':22s} {'CN(Si)':>6s}")
-    for rank, key in enumerate(ranking['ranked'][:20]):
-        row = ranking['structures'][key]
-        cn = 'n/a' if row['si_coordination'] is None else f"{row['si_coordination']:.2f}"
-        print(f"{rank:4d} {key:10s} {row['enthalpy']:12.4f} {row['natoms']:6d} {str(row['space_group']):22s} {cn:>6s}")
-    if 'relabel_metrics' in results and 'all' in results['relabel_metrics'].get_dict():
-        m = results['relabel_metrics'].get_dict()
-        window = m['window'] or {}
-        print(f"\nre-labeling ({m['all']['n']} structures): r = {m['all']['pearson_r']}, RMSE "
-              f"{1e3 * m['all']['rmse']:.1f} meV/atom; within {m['window_ev_per_atom']} eV/atom of the best: "
-              f"{1e3 * window.get('rmse', float('nan')):.1f} meV/atom ({m['n_window']}); offset {1e3 * m['mean_difference']:+.1f}")
+    for line in format_search(results, top=20):
+        print(line)
     out = pathlib.Path(args.output)
     if 'relabel_plot' in results:
         path = out / f'evo_search_{node.pk}_relabel.png'
         path.write_bytes(results['relabel_plot'].get_content(mode='rb'))
         print(f'correlation plot: {path}')
-    if 'polymorph_comparison' in results:
-        c = results['polymorph_comparison'].get_dict()
-        print(f"best structure: closest polymorph {c['closest']} (RDF similarity {c['similarity']})")
     path = out / f'evo_search_{node.pk}_best.cif'
     results['best_structure'].get_pymatgen().to(filename=str(path))
     print(f'best structure: {path}')

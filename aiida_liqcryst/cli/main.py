@@ -26,7 +26,7 @@ def setup_command(profile, production, vasp):
 @click.option('--profile', default=None, help='Profile to run in (created when missing; default: the embedded one).')
 @click.option('--protocol', default='demo', show_default=True, help='Protocol of the demo study.')
 @click.option('--crystals/--no-crystals', default=True, show_default=True,
-              help='After the loop and its validation, test the final model on the SiO2 polymorphs (E–V curves).')
+              help='After the loop and its validation, test the final model on the crystals: E–V curves of the SiO2 polymorphs, structure searches at 0 and 10 GPa.')
 @click.option('--output', default='liqcryst-demo', show_default=True, help='Folder for the figures.')
 def demo_command(profile, protocol, crystals, output):
     """Set up, then run the demo study on this machine and print where its results live."""
