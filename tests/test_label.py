@@ -157,7 +157,7 @@ def test_cp2k_labels_match_finite_differences(codes):
     key_of = {structure.uuid: key for key, structure in builder.structures.items()}
     parsed = {
         key_of[child.inputs.cp2k.structure.uuid]: parse_cp2k_labels(child.outputs.retrieved)
-        for child in node.called if child.process_label == 'Cp2kBaseWorkChain'
+        for child in node.called if child.process_label == 'Cp2kLabelWorkChain'
     }
     assert set(parsed) == set(structures)
     # the dataset frames are these labels
@@ -175,6 +175,54 @@ def test_cp2k_labels_match_finite_differences(codes):
     assert abs(predicted) > 0.01
     assert e2 - e1 == pytest.approx(predicted, rel=0.03)
     assert np.allclose(parsed['base']['forces'].sum(axis=0), 0.0, atol=1e-3)  # no net force
+
+
+def test_cp2k_scf_fix_escalates_then_gives_up():
+    from aiida_liqcryst.engines.cp2k import cp2k_parameters
+    from aiida_liqcryst.workflows.cp2k_label import WFN_RESTART, scf_fix
+
+    parameters = cp2k_parameters(small_melt(0), max_scf=3, outer_max_scf=1)
+    first, change = scf_fix(parameters, 0)
+    scf = first['FORCE_EVAL']['DFT']['SCF']
+    assert scf['MAX_SCF'] == 6 and scf['OUTER_SCF']['MAX_SCF'] == 2 and scf['SCF_GUESS'] == 'RESTART'
+    assert scf['OT'] == {'MINIMIZER': 'DIIS', 'PRECONDITIONER': 'FULL_SINGLE_INVERSE'}
+    assert first['FORCE_EVAL']['DFT']['RESTART_FILE_NAME'] == WFN_RESTART and 'MAX_SCF 6' in change
+    second, change = scf_fix(first, 1)
+    scf = second['FORCE_EVAL']['DFT']['SCF']
+    assert scf['MAX_SCF'] == 12 and scf['OT'] == {'MINIMIZER': 'CG', 'PRECONDITIONER': 'FULL_ALL'} and 'CG' in change
+    assert scf_fix(second, 2) is None
+    assert parameters['FORCE_EVAL']['DFT']['SCF']['MAX_SCF'] == 3  # the input is not modified
+
+
+def test_cp2k_scf_not_converged_is_retried_from_the_wavefunction(codes):
+    """A real SCF failure: 3 OT steps and one outer loop cannot converge stishovite. The handler reruns from the
+    last wavefunction with twice the iterations until CP2K converges; the label is kept."""
+    import ase.io
+    from aiida import orm
+    from aiida.engine import run_get_node
+    from aiida.plugins import CalculationFactory
+
+    from aiida_liqcryst.workflows.label import LabelWorkChain
+
+    builder = LabelWorkChain.get_builder_from_protocol(
+        codes['cp2k'], structure_nodes({'base': ase.io.read(f'{SIO2_DIR}/stishovite.cif')}), 'cp2k', TYPE_MAP,
+        overrides={'parameters': {'cp2k': {'max_scf': 3, 'outer_max_scf': 1}}}, options={'max_wallclock_seconds': 900},
+    )
+    results, node = run_get_node(builder)
+
+    assert node.is_finished_ok, node.exit_message
+    assert results['dataset'].nframes == 1 and results['failed'].get_list() == []
+    [work] = [child for child in node.called if child.process_label == 'Cp2kLabelWorkChain']
+    calcs = sorted(called_calcjobs(work, 'Cp2kCalculation'), key=lambda calc: calc.pk)
+    not_converged = CalculationFactory('cp2k').exit_codes.ERROR_SCF_NOT_CONVERGED.status
+    assert calcs[0].exit_status == not_converged and calcs[-1].is_finished_ok
+    assert 2 <= len(calcs) <= 3
+    retry = calcs[1].inputs.parameters.get_dict()['FORCE_EVAL']['DFT']
+    assert retry['SCF']['MAX_SCF'] == 6 and retry['SCF']['SCF_GUESS'] == 'RESTART'
+    assert calcs[1].inputs.parent_calc_folder.uuid == calcs[0].outputs.remote_folder.uuid
+    reports = [log.message for log in orm.Log.collection.get_logs_for(work)]
+    assert any('SCF not converged; retrying with MAX_SCF 6' in message for message in reports), reports
+    assert np.isfinite(results['dataset'].get_frames()[0]['energy'])
 
 
 def test_cp2k_parameters_follow_the_elements():

@@ -367,7 +367,7 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
     # cp2k -----------------------------------------------------------------------------------------------------
 
     def run_cp2k(self):
-        Cp2kBaseWorkChain = WorkflowFactory('cp2k.base')
+        Cp2kLabelWorkChain = WorkflowFactory('liqcryst.cp2k_label')
         options = recursive_merge({'withmpi': False}, self.ctx.options)
         cp2k_settings = orm.Dict(self.ctx.settings) if self.ctx.settings else None
         parameters_by_elements = {}  # one Dict node per element set: most structures share it
@@ -385,10 +385,10 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
             if cp2k_settings is not None:
                 cp2k['settings'] = cp2k_settings
             node = self.submit(
-                Cp2kBaseWorkChain,
+                Cp2kLabelWorkChain,  # aiida-cp2k's Cp2kBaseWorkChain + a handler for an SCF that did not converge
                 cp2k=cp2k,
                 max_iterations=self.inputs.max_iterations,
-                # restart from the last wavefunction when the SCF did not converge (disabled by default in aiida-cp2k)
+                # aiida-cp2k's restart of incomplete runs (walltime) is disabled by default there
                 handler_overrides=orm.Dict({'restart_incomplete_calculation': {'enabled': True}}),
                 metadata={'call_link_label': f'cp2k_{index}'},
             )
@@ -400,7 +400,7 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
         for name, (key,) in self.ctx.launched.items():
             node = self.ctx[name]
             if not node.is_finished_ok:
-                self._fail(key, f'Cp2kBaseWorkChain <{node.pk}> failed: exit {node.exit_status} {node.exit_message or ""}')
+                self._fail(key, f'{node.process_label} <{node.pk}> failed: exit {node.exit_status} {node.exit_message or ""}')
                 continue
             try:
                 parsed = cp2k_engine.parse_cp2k_labels(node.outputs.retrieved)
