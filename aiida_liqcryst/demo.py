@@ -30,7 +30,7 @@ def format_table(rows: list[dict]) -> list[str]:
 
 def validate(loop: orm.WorkflowNode, codes: dict, echo=print, frames: int = 12) -> orm.WorkflowNode:
     """Parity of the loop's first model against the oracle on fresh MD frames at the last stage's conditions."""
-    from aiida_liqcryst.workflows.active_loop import conditions_for
+    from aiida_liqcryst.workflows.active_loop import conditions_for, equilibrated_starts
 
     ValidateWorkChain = WorkflowFactory('liqcryst.validate')
     potentials = dict(loop.outputs.potentials.items())
@@ -41,7 +41,8 @@ def validate(loop: orm.WorkflowNode, codes: dict, echo=print, frames: int = 12) 
     builder.dp_code = codes['dp']
     builder.md.code = codes['lmp']
     initial_labels = loop.base.links.get_outgoing(link_label_filter='initial_labels').one().node
-    builder.md.structures = dict(initial_labels.inputs.structures.items())  # the loop's random packings
+    # where the loop's explorations started: the last reference MD frame of each random packing
+    builder.md.structures = equilibrated_starts(initial_labels, dict(initial_labels.inputs.structures.items()))
     builder.md.conditions = orm.List(conditions_for(stage, seed=12345))  # other seeds than the loop's
     builder.md.max_candidates = orm.Int(frames)
     builder.label.engine = orm.Str('oracle')

@@ -51,6 +51,19 @@ def test_second_iteration_fine_tunes_the_first_iterations_models(loop):
         assert second[key].inputs.restart_from.uuid == calc.outputs.remote_folder.uuid
 
 
+def test_exploration_starts_from_the_last_reference_md_frames(loop):
+    """Not from the random packings: from the last frame of each packing's oracle MD (12 steps, every 4: f2)."""
+    packings = loop.base.links.get_outgoing(link_label_filter='initial_labels').one().node.inputs.structures
+    for iteration in (0, 1):
+        exploration = loop.base.links.get_outgoing(link_label_filter=f'explore_{iteration}').one().node
+        starts = exploration.inputs.structures
+        assert sorted(starts) == sorted(packings)
+        for key, start in starts.items():
+            assert start.pk != packings[key].pk
+            link = start.base.links.get_incoming().one()
+            assert link.node.process_label == 'OracleCalculation' and link.link_label == f'structures__{key}_f2'
+
+
 def test_labeled_frames_trace_back_to_md_and_models(loop):
     final = loop.outputs.dataset
     # the frames added in the last iteration: build_dataset <- labels <- oracle calc <- candidate <- select <- MD <- models

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, calcfunction, if_, while_
@@ -99,6 +101,25 @@ def tabulate_iterations(stop_reason: orm.Str, **nodes):
         elif kind == 'size':
             row['dataset_size'] = node.value
     return {'iterations': orm.List([rows[i] for i in sorted(rows)]), 'stop_reason': orm.Str(stop_reason.value)}
+
+
+def equilibrated_starts(initial_labels: orm.WorkflowNode, packings: dict) -> dict:
+    """Where exploration MD starts: per packing, the last frame of the reference MD that labeled it.
+
+    When the initial labels are short MD runs of the reference engine (the oracle's ``md`` setting), their last
+    frames are equilibrated melts; a random packing itself has atoms at the packing's minimum distance, and MD
+    started there with a young model spends its first steps in unphysical, high-energy configurations that the
+    candidate pick then favours. Packings without MD frames (single-point labels) start as they are.
+    """
+    last = {}
+    for calc in initial_labels.called_descendants:
+        if not isinstance(calc, orm.CalcJobNode) or 'structures' not in calc.outputs:
+            continue
+        for key, structure in calc.outputs.structures.items():
+            match = re.fullmatch(r'(.+)_f(\d+)', key)
+            if match and match.group(1) in packings and int(match.group(2)) >= last.get(match.group(1), (-1, None))[0]:
+                last[match.group(1)] = (int(match.group(2)), structure)
+    return {key: last[key][1] if key in last else structure for key, structure in packings.items()}
 
 
 class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
@@ -255,7 +276,10 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         if not node.is_finished_ok or 'dataset' not in node.outputs:
             return self.exit_codes.ERROR_INITIAL_LABELS.format(message=f'<{node.pk}> exit {node.exit_status}')
         self.ctx.dataset = node.outputs.dataset
-        self.report(f'initial data: {self.ctx.dataset.nframes} labeled frames')
+        self.ctx.starts = equilibrated_starts(node, self.ctx.structures)
+        from_md = sum(start.pk != self.ctx.structures[key].pk for key, start in self.ctx.starts.items())
+        self.report(f'initial data: {self.ctx.dataset.nframes} labeled frames; exploration starts from the last reference '
+                    f'MD frame of {from_md} of {len(self.ctx.starts)} packings')
         return None
 
     def should_iterate(self):
@@ -294,7 +318,7 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         stage = stages[min(self.ctx.iteration, len(stages) - 1)]
         inputs = AttributeDict(self.exposed_inputs(ExploreMDWorkChain, namespace='explore'))
         inputs.potentials = self.ctx.potentials
-        inputs.structures = self.ctx.structures
+        inputs.structures = self.ctx.get('starts', self.ctx.structures)
         inputs.conditions = orm.List(conditions_for(stage, self.inputs.seed.value + 1000 * self.ctx.iteration))
         inputs.metadata = {'call_link_label': f'explore_{self.ctx.iteration}'}
         return ToContext(exploration=self.submit(ExploreMDWorkChain, **inputs))
