@@ -1,7 +1,7 @@
 """One active-learning half-step with `verdi run`: explore the melt with an ensemble, label the candidates.
 
     verdi -p liqcryst run examples/explore_label.py --loop <PK of an ActiveLoopWorkChain>
-        [--engine oracle|cp2k] [--temperatures 3000] [--pressures 0 20] [--steps 600] [--eps 1.5 4.0]
+        [--engine oracle|cp2k] [--temperatures 3000] [--pressures 0 20] [--steps 600] [--eps 1.5 3.0]
         [--max-candidates 8] [--formula-units 8] [--structures 2]
 
 The ensemble is the final `potentials` of the loop (or give `--potentials PK PK ...`). ExploreMD runs one
@@ -36,7 +36,7 @@ def main():
     parser.add_argument('--temperatures', type=float, nargs='+', default=[3000.0])
     parser.add_argument('--pressures', type=float, nargs='+', default=[0.0, 20.0])
     parser.add_argument('--steps', type=int, default=600)
-    parser.add_argument('--eps', type=float, nargs=2, default=[1.5, 4.0], metavar=('EPS_LO', 'EPS_HI'))
+    parser.add_argument('--eps', type=float, nargs=2, default=[1.5, 3.0], metavar=('EPS_LO', 'EPS_HI'))
     parser.add_argument('--max-candidates', type=int, default=8)
     parser.add_argument('--formula-units', type=int, default=8)
     parser.add_argument('--structures', type=int, default=2)

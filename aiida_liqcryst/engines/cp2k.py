@@ -111,9 +111,12 @@ def parse_cp2k_labels(output) -> dict:
     :param output: the output text, or a ``FolderData`` (the ``retrieved`` node) holding ``aiida.out``.
     :returns: dict with ``energy`` (float), ``forces`` (N, 3), ``virial`` (3, 3), ``stress_gpa`` (3, 3) as
         printed (pressure-like), ``volume`` (Å^3), ``seconds`` (CP2K's total time, or None).
-    :raises Cp2kOutputError: when energy, forces, stress tensor or cell volume are missing.
+    :raises Cp2kOutputError: when energy, forces, stress tensor or cell volume are missing, or when an SCF did
+        not converge (CP2K < 2023.2 prints forces and stress anyway: they are not a label).
     """
     text = output if isinstance(output, str) else output.base.repository.get_object_content(OUTPUT_FILE)
+    if 'SCF run NOT converged' in text:
+        raise Cp2kOutputError('the SCF did not converge ("SCF run NOT converged"): not a label')
 
     energies = re.findall(rf'ENERGY\| Total FORCE_EVAL \( QS \) energy[^:]*:\s+({_FLOAT})', text)
     if not energies:

@@ -1,7 +1,9 @@
 """Cp2kLabelWorkChain: aiida-cp2k's restart work chain with a handler for single points whose SCF does not converge.
 
 aiida-cp2k's own handler (``restart_incomplete_calculation``) restarts an aborted SCF only when its last gradient
-is already small; a hot, disordered melt frame often stops far from that. Here such a calculation is run again,
+is already small; a hot, disordered melt frame often stops far from that. And CP2K before 2023.2 (Debian 12 ships
+2023.1) does not abort at all: it prints ``SCF run NOT converged``, goes on to forces and stress, and the
+calculation finishes with exit status 0. Either way, here such a calculation is run again,
 starting from its last wavefunction, first with twice the SCF iterations, then also with the more robust OT
 set-up (conjugate-gradient minimiser, FULL_ALL preconditioner), before the label is given up.
 """
@@ -19,6 +21,7 @@ Cp2kCalculation = CalculationFactory('cp2k')
 
 WFN_RESTART = './parent_calc/aiida-RESTART.wfn'  # where aiida-cp2k puts the parent folder's wavefunction
 ROBUST_OT = {'MINIMIZER': 'CG', 'PRECONDITIONER': 'FULL_ALL'}
+SCF_NOT_CONVERGED = 'SCF run NOT converged'  # printed by every CP2K version, aborting or not
 
 
 def scf_fix(parameters: dict, attempt: int) -> tuple[dict, str] | None:
@@ -43,6 +46,18 @@ def scf_fix(parameters: dict, attempt: int) -> tuple[dict, str] | None:
     return parameters, change
 
 
+def scf_failed(calculation) -> bool:
+    """Whether the main output of a finished Cp2kCalculation says an SCF did not converge."""
+    if 'retrieved' not in calculation.outputs:
+        return False
+    name = calculation.base.attributes.get('output_filename', 'aiida.out')
+    try:
+        text = calculation.outputs.retrieved.base.repository.get_object_content(name)
+    except FileNotFoundError:
+        return False
+    return SCF_NOT_CONVERGED in text
+
+
 class Cp2kLabelWorkChain(Cp2kBaseWorkChain):
     """A CP2K single point that retries an unconverged SCF with more iterations and a more robust minimiser."""
 
@@ -58,9 +73,15 @@ class Cp2kLabelWorkChain(Cp2kBaseWorkChain):
         super().setup()
         self.ctx.scf_attempts = 0
 
-    @process_handler(priority=450, exit_codes=[Cp2kCalculation.exit_codes.ERROR_SCF_NOT_CONVERGED])
+    @process_handler(priority=450)
     def handle_scf_not_converged(self, calculation):
-        """Rerun from the last wavefunction with more SCF iterations, then also with CG + FULL_ALL; then stop."""
+        """Rerun from the last wavefunction with more SCF iterations, then also with CG + FULL_ALL; then stop.
+
+        Called for every finished calculation: with CP2K < 2023.2 an unconverged SCF finishes with exit status 0.
+        """
+        not_converged = Cp2kCalculation.exit_codes.ERROR_SCF_NOT_CONVERGED.status
+        if calculation.exit_status != not_converged and not (calculation.is_finished_ok and scf_failed(calculation)):
+            return None
         fix = scf_fix(self.ctx.inputs.parameters.get_dict(), self.ctx.scf_attempts)
         if fix is None:
             self.report(f'{calculation.process_label}<{calculation.pk}>: SCF still not converged; giving up')
