@@ -30,7 +30,7 @@ def storage(loop: orm.WorkflowNode) -> dict:
         filename = pathlib.Path(tmp) / 'loop.aiida'
         create_archive([loop], filename=filename)
         archive_bytes = filename.stat().st_size
-        from aiida.tools.archive import get_format
+        from aiida.tools.archive.abstract import get_format
 
         with get_format().open(filename, 'r') as archive:
             nodes = archive.querybuilder().append(orm.Node).count()
