@@ -104,11 +104,24 @@ def format_search(results: dict, top: int = 10) -> list[str]:
     return lines
 
 
+def write_search_files(results: dict, folder, stem: str, echo=print) -> None:
+    """Write an EvoSearch's correlation plot (``<stem>_relabel.png``) and best structure (``<stem>_best.cif``)."""
+    import pathlib
+
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if 'relabel_plot' in results:
+        path = folder / f'{stem}_relabel.png'
+        path.write_bytes(results['relabel_plot'].get_content(mode='rb'))
+        echo(f'correlation plot: {path.resolve()} (node <{results["relabel_plot"].pk}>)')
+    path = folder / f'{stem}_best.cif'
+    results['best_structure'].get_pymatgen().to(filename=str(path))
+    echo(f'best structure: {path.resolve()} (node <{results["best_structure"].pk}>)')
+
+
 def search(loop: orm.WorkflowNode, codes: dict, echo=print, output: str = '.', pressures=(0.0, 10.0),
            protocol: str = 'demo') -> dict:
     """Fig. 3-4: evolutionary searches with the loop's first model (HP) at each pressure, re-labeled by the oracle."""
-    import pathlib
-
     EvoSearchWorkChain = WorkflowFactory('liqcryst.evo_search')
     potential = loop.outputs.potentials['model_0']
     nodes = {}
@@ -124,15 +137,7 @@ def search(loop: orm.WorkflowNode, codes: dict, echo=print, output: str = '.', p
             continue
         for line in format_search(results):
             echo('  ' + line)
-        folder = pathlib.Path(output)
-        folder.mkdir(parents=True, exist_ok=True)
-        if 'relabel_plot' in results:
-            path = folder / f'evo_search_{pressure:g}GPa_relabel.png'
-            path.write_bytes(results['relabel_plot'].get_content(mode='rb'))
-            echo(f'  correlation plot: {path.resolve()} (node <{results["relabel_plot"].pk}>)')
-        path = folder / f'evo_search_{pressure:g}GPa_best.cif'
-        results['best_structure'].get_pymatgen().to(filename=str(path))
-        echo(f'  best structure: {path.resolve()} (node <{results["best_structure"].pk}>)')
+        write_search_files(results, output, f'evo_search_{pressure:g}GPa', lambda line: echo('  ' + line))
     return nodes
 
 

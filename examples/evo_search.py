@@ -9,13 +9,12 @@ library polymorph of the best structure, and writes the correlation plot and the
 """
 
 import argparse
-import pathlib
 
 from aiida import orm
 from aiida.engine import run_get_node
 from aiida.plugins import WorkflowFactory
 
-from aiida_liqcryst.demo import format_search
+from aiida_liqcryst.demo import format_search, write_search_files
 
 EvoSearchWorkChain = WorkflowFactory('liqcryst.evo_search')
 
@@ -48,14 +47,7 @@ def main():
         return
     for line in format_search(results, top=20):
         print(line)
-    out = pathlib.Path(args.output)
-    if 'relabel_plot' in results:
-        path = out / f'evo_search_{node.pk}_relabel.png'
-        path.write_bytes(results['relabel_plot'].get_content(mode='rb'))
-        print(f'correlation plot: {path}')
-    path = out / f'evo_search_{node.pk}_best.cif'
-    results['best_structure'].get_pymatgen().to(filename=str(path))
-    print(f'best structure: {path}')
+    write_search_files(results, args.output, f'evo_search_{node.pk}')
 
 
 main()
