@@ -80,7 +80,9 @@ def profile(request, tmp_path_factory):
     env = {**os.environ, 'AIIDA_PATH': str(aiida_path), 'PATH': f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            'LIQCRYST_TEST_PROFILE': PROFILES[kind]}
     command = [str(BIN / 'aiida-liqcryst'), 'setup'] + (['--production'] if kind == 'production' else [])
-    subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        pytest.fail(f'`{" ".join(command[1:])}` failed:\n{result.stdout}\n{result.stderr}')
     # the daemon's control calls time out after 2 s by default: too short on a loaded 2-core machine
     verdi(env, 'config', 'set', 'daemon.timeout', '60')
     yield kind, env
