@@ -24,6 +24,7 @@ BASIS_SET = 'DZVP-MOLOPT-SR-GTH'
 
 #: aiida-cp2k's main output file (retrieved by default): energy, forces and stress are printed there
 OUTPUT_FILE = 'aiida.out'
+SCF_NOT_CONVERGED = 'SCF run NOT converged'  # printed by every CP2K version, whether it then aborts or not
 
 
 @functools.lru_cache(maxsize=None)
@@ -115,8 +116,8 @@ def parse_cp2k_labels(output) -> dict:
         not converge (CP2K < 2023.2 prints forces and stress anyway: they are not a label).
     """
     text = output if isinstance(output, str) else output.base.repository.get_object_content(OUTPUT_FILE)
-    if 'SCF run NOT converged' in text:
-        raise Cp2kOutputError('the SCF did not converge ("SCF run NOT converged"): not a label')
+    if SCF_NOT_CONVERGED in text:
+        raise Cp2kOutputError(f'the SCF did not converge ("{SCF_NOT_CONVERGED}"): not a label')
 
     energies = re.findall(rf'ENERGY\| Total FORCE_EVAL \( QS \) energy[^:]*:\s+({_FLOAT})', text)
     if not energies:

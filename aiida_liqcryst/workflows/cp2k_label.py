@@ -16,12 +16,13 @@ from aiida import orm
 from aiida.engine import ProcessHandlerReport, process_handler
 from aiida.plugins import CalculationFactory, WorkflowFactory
 
+from aiida_liqcryst.engines.cp2k import OUTPUT_FILE, SCF_NOT_CONVERGED
+
 Cp2kBaseWorkChain = WorkflowFactory('cp2k.base')
 Cp2kCalculation = CalculationFactory('cp2k')
 
 WFN_RESTART = './parent_calc/aiida-RESTART.wfn'  # where aiida-cp2k puts the parent folder's wavefunction
 ROBUST_OT = {'MINIMIZER': 'CG', 'PRECONDITIONER': 'FULL_ALL'}
-SCF_NOT_CONVERGED = 'SCF run NOT converged'  # printed by every CP2K version, aborting or not
 
 
 def scf_fix(parameters: dict, attempt: int) -> tuple[dict, str] | None:
@@ -50,7 +51,7 @@ def scf_failed(calculation) -> bool:
     """Whether the main output of a finished Cp2kCalculation says an SCF did not converge."""
     if 'retrieved' not in calculation.outputs:
         return False
-    name = calculation.base.attributes.get('output_filename', 'aiida.out')
+    name = calculation.base.attributes.get('output_filename', OUTPUT_FILE)
     try:
         text = calculation.outputs.retrieved.base.repository.get_object_content(name)
     except FileNotFoundError:
