@@ -15,7 +15,8 @@ def load_codes(computer: str = 'localhost') -> dict:
 
 def format_table(rows: list[dict]) -> list[str]:
     """The per-iteration table as text lines."""
-    lines = [f'{"iter":>4} {"frames":>6} {"labels":>6} {"F rmse":>7}  accurate / candidate / failed per condition']
+    lines = [f'{"iter":>4} {"frames":>6} {"labels":>6} {"E rmse":>7} {"F rmse":>7}  accurate / candidate / failed per condition',
+             f'{"":>4} {"":>6} {"":>6} {"meV/at":>7} {"eV/Å":>7}  (RMSEs: ensemble mean over all frames it trained on)']
     for row in rows:
         conditions = '; '.join(
             f'{name}: {c["accurate_fraction"]:.2f}/{c["candidate_fraction"]:.2f}/{c["failed_fraction"]:.2f}'
@@ -23,7 +24,7 @@ def format_table(rows: list[dict]) -> list[str]:
         )
         lines.append(
             f'{row["iteration"]:>4} {row.get("dataset_size", 0):>6} {row.get("labels_added", 0):>6} '
-            f'{row.get("rmse_f_trn", float("nan")):>7.3f}  {conditions}'
+            f'{1e3 * row.get("rmse_e_dataset", float("nan")):>7.1f} {row.get("rmse_f_dataset", float("nan")):>7.3f}  {conditions}'
         )
     return lines
 

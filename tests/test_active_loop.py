@@ -4,7 +4,7 @@ import pytest
 from aiida import orm
 from aiida.engine import run_get_node
 
-from aiida_liqcryst.workflows.active_loop import ActiveLoopWorkChain, conditions_for, stage_error
+from aiida_liqcryst.workflows.active_loop import ActiveLoopWorkChain, conditions_for, convergence_reason, densities_of, stage_error
 
 from .conftest import COMPOSITION
 
@@ -20,6 +20,18 @@ def test_loop_runs_to_its_bound(loop):
     rows = loop.outputs.iterations.get_list()
     assert [r['iteration'] for r in rows] == [0, 1]
     assert len(loop.outputs.potentials) == 2
+
+
+def test_packings_are_made_at_the_given_densities(loop):
+    from ase.units import _amu
+
+    densities = densities_of(loop.inputs.density)
+    packings = loop.base.links.get_outgoing(link_label_filter='initial_labels').one().node.inputs.structures
+    assert len(packings) == 2 and len(densities) > 1
+    for index in range(2):
+        atoms = packings[f'melt_{index}'].get_ase()
+        grams_per_cm3 = atoms.get_masses().sum() * _amu * 1e3 / (atoms.get_volume() * 1e-24)
+        assert grams_per_cm3 == pytest.approx(densities[index], rel=1e-6)
 
 
 def test_dataset_grows_by_exactly_the_labels_added(loop):
@@ -98,6 +110,29 @@ def test_schedule_and_inputs_validated_before_running(codes):
         run_get_node(builder)
     with pytest.raises(ValueError, match='pressure_range'):
         ActiveLoopWorkChain.get_builder_from_protocol(codes, COMPOSITION, pressure_range='XP')
+
+
+def test_convergence_only_at_the_last_stage():
+    kwargs = {'threshold': 0.9, 'patience': 2}
+    # every condition accurate: converged at the last stage, not before it
+    assert convergence_reason([0.95, 0.91], 3, 0, at_last_stage=True, **kwargs).startswith('converged: accurate')
+    assert convergence_reason([0.95, 0.91], 3, 0, at_last_stage=False, **kwargs) is None
+    assert convergence_reason([0.95, 0.89], 3, 0, at_last_stage=True, **kwargs) is None
+    # no candidates for `patience` explorations
+    assert convergence_reason([0.5], 0, 1, at_last_stage=True, **kwargs) is None
+    assert convergence_reason([0.5], 0, 2, at_last_stage=True, **kwargs) == 'converged: no candidates in 2 iteration(s)'
+    assert convergence_reason([0.5], 0, 2, at_last_stage=False, **kwargs) is None
+    assert convergence_reason([], 0, 0, at_last_stage=True, **kwargs) is None
+
+
+def test_packings_take_the_densities_in_turn(codes):
+    codes = {**codes, 'engine': codes['oracle']}
+    hp = ActiveLoopWorkChain.get_builder_from_protocol(codes, COMPOSITION, protocol='demo', pressure_range='HP')
+    lp = ActiveLoopWorkChain.get_builder_from_protocol(codes, COMPOSITION, protocol='demo', pressure_range='LP')
+    # HP's packings span the densities of the melt up to its highest pressure; LP's sit at one density
+    assert len(densities_of(hp.density)) == hp.number_of_structures.value and max(densities_of(hp.density)) > 3.0
+    assert len(densities_of(lp.density)) == 1
+    assert densities_of(orm.Float(2.2)) == [2.2]
 
 
 def test_lp_and_hp_are_one_switch(codes):

@@ -89,6 +89,11 @@ def test_training_outputs(seed1, sio2_dataset, melt_frames):
     assert out['rmse_e_trn'] == pytest.approx(curve.get_array('rmse_e_trn')[-1])
     assert out['rmse_f_trn'] == pytest.approx(curve.get_array('rmse_f_trn')[-1])
     assert out['wall_time'] > 0
+    # dp test over every training frame, checked against the model's own predictions of the six frames
+    force_errors = np.concatenate([(predict(potential, atoms)[1] - label['forces']).ravel() for atoms, label in melt_frames])
+    assert out['rmse_f_dataset'] == pytest.approx(np.sqrt(np.mean(force_errors**2)), rel=1e-3)
+    energy_errors = [(predict(potential, atoms)[0] - label['energy']) / len(atoms) for atoms, label in melt_frames]
+    assert out['rmse_e_dataset'] == pytest.approx(np.sqrt(np.mean(np.square(energy_errors))), rel=1e-3)
 
     # provenance: the potential comes from this calculation, which consumed the dataset
     assert potential.creator.uuid == node.uuid

@@ -68,6 +68,21 @@ def conditions_for(stage: dict, seed: int) -> list[dict]:
     ]
 
 
+def densities_of(density) -> list[float]:
+    """The packing densities of the ``density`` input (a Float or a List of them)."""
+    return [float(d) for d in density.get_list()] if isinstance(density, orm.List) else [float(density.value)]
+
+
+def validate_density(value, _):
+    try:
+        densities = densities_of(value)
+    except (TypeError, ValueError):
+        return f'`density` must be a number or a list of numbers (g/cm^3), got {value.get_list()}'
+    if not densities or any(d <= 0 or d > 20 for d in densities):
+        return f'`density` must be positive (g/cm^3, at most 20), one value or a non-empty list; got {densities}'
+    return None
+
+
 def validate_inputs(inputs, _):
     if 'initial_dataset' not in inputs and 'initial_label' not in inputs:
         return 'give either `initial_dataset` or the `initial_label` inputs that label the random melt packings'
@@ -91,7 +106,7 @@ def tabulate_iterations(stop_reason: orm.Str, **nodes):
         row = rows.setdefault(int(index), {'iteration': int(index), 'labels_added': 0})
         if kind == 'summary':
             s = node.get_dict()
-            for name in ('rmse_e_trn', 'rmse_f_trn', 'rmse_e_val', 'rmse_f_val'):
+            for name in ('rmse_e_trn', 'rmse_f_trn', 'rmse_e_val', 'rmse_f_val', 'rmse_e_dataset', 'rmse_f_dataset'):
                 if f'{name}_mean' in s:
                     row[name] = s[f'{name}_mean']
         elif kind == 'exploration':
@@ -101,6 +116,24 @@ def tabulate_iterations(stop_reason: orm.Str, **nodes):
         elif kind == 'size':
             row['dataset_size'] = node.value
     return {'iterations': orm.List([rows[i] for i in sorted(rows)]), 'stop_reason': orm.Str(stop_reason.value)}
+
+
+def convergence_reason(accurate: list[float], candidates: int, quiet_iterations: int, threshold: float, patience: int,
+                       at_last_stage: bool) -> str | None:
+    """Why the loop stops as converged after an exploration, or None to go on.
+
+    :param accurate: accurate fraction of each condition explored.
+    :param candidates: candidates found; ``quiet_iterations``: consecutive explorations without any, this one included.
+    :param at_last_stage: whether this exploration ran the schedule's last stage: before it, the loop goes on
+        whatever it finds (the later stages, e.g. longer MD, are part of what is to be explored).
+    """
+    if not at_last_stage:
+        return None
+    if accurate and min(accurate) >= threshold:
+        return f'converged: accurate fraction >= {threshold} in every condition'
+    if candidates == 0 and quiet_iterations >= patience:
+        return f'converged: no candidates in {quiet_iterations} iteration(s)'
+    return None
 
 
 def equilibrated_starts(initial_labels: orm.WorkflowNode, packings: dict) -> dict:
@@ -128,9 +161,10 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
     Nothing crystalline is given: the initial data are random dense packings labeled by the reference
     engine. Each iteration trains ``len(train.seeds)`` models on the current dataset, runs MD of the melt
     with all of them over the (T, P) grid of the iteration's schedule stage, takes frames whose force model
-    deviation lies in the trust window as candidates, labels them and merges them into the dataset. It stops
-    when every condition is accurate (fraction >= ``accurate_threshold``), or when no candidates appear for
-    ``patience`` iterations, or at ``max_iterations``; the reason is the ``stop_reason`` output.
+    deviation lies in the trust window as candidates, labels them and merges them into the dataset. Once it has
+    reached the schedule's last stage, it stops when every condition is accurate (fraction >=
+    ``accurate_threshold``) or when no candidates appeared for ``patience`` iterations; in any case at
+    ``max_iterations``. The reason is the ``stop_reason`` output.
     """
 
     _protocol_file = 'active_loop'
@@ -140,7 +174,9 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         super().define(spec)
         spec.input('composition', valid_type=orm.Dict, help='Atoms per formula unit, e.g. {"Si": 1, "O": 2}.')
         spec.input('formula_units', valid_type=orm.Int, help='Formula units per simulation cell (the paper: 114).')
-        spec.input('density', valid_type=orm.Float, default=lambda: orm.Float(2.6), help='Density of the random packings, g/cm^3.')
+        spec.input('density', valid_type=(orm.Float, orm.List), default=lambda: orm.Float(2.6), validator=validate_density,
+                   help='Density of the random packings, g/cm^3: one value, or a list that the packings take in turn '
+                        '(packing i gets density[i % len]), so that the initial data span the densities explored.')
         spec.input('min_distance', valid_type=orm.Float, default=lambda: orm.Float(1.5), help='Minimum distance in the packings, Å.')
         spec.input('number_of_structures', valid_type=orm.Int, default=lambda: orm.Int(4), help='Random melt packings to start from.')
         spec.input('seed', valid_type=orm.Int, default=lambda: orm.Int(0), help='Seed of packings and MD velocities.')
@@ -166,9 +202,10 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
                    help='Exploration stages, one per iteration (the last repeats): dicts with temperatures (K), pressures (GPa), '
                         'steps, and optionally ensemble, timestep (ps), dump_every, thermo_every.')
         spec.input('accurate_threshold', valid_type=orm.Float, default=lambda: orm.Float(0.99),
-                   help='Converged when the accurate fraction of every condition reaches this.')
+                   help='Converged when the accurate fraction of every condition reaches this (at the last schedule stage).')
         spec.input('patience', valid_type=orm.Int, default=lambda: orm.Int(1),
-                   help='Converged when no candidates were found in this many consecutive iterations.')
+                   help='Converged when no candidates were found in this many consecutive iterations (the last one at '
+                        'the last schedule stage).')
         spec.input('max_iterations', valid_type=orm.Int, default=lambda: orm.Int(4), help='Upper bound on iterations.')
         spec.input('reuse_models', valid_type=orm.Bool, default=lambda: orm.Bool(False),
                    help='From the second iteration on, start each model from the weights of the same model of the '
@@ -217,8 +254,12 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         builder.composition = orm.Dict(composition)
         for key in ('formula_units', 'number_of_structures', 'seed', 'patience', 'max_iterations'):
             setattr(builder, key, orm.Int(inputs[key]))
-        for key in ('density', 'min_distance', 'accurate_threshold'):
+        for key in ('min_distance', 'accurate_threshold'):
             setattr(builder, key, orm.Float(inputs[key]))
+        density = inputs['density']
+        if isinstance(density, dict):  # per pressure range: HP needs packings as dense as the melt at its highest pressure
+            density = density[pressure_range]
+        builder.density = orm.List([float(d) for d in density]) if isinstance(density, list) else orm.Float(density)
         builder.reuse_models = orm.Bool(inputs.get('reuse_models', False))
         builder.train.seeds = orm.List(list(range(train['number_of_models'])))
         builder.train.train.train.code = codes['dp']
@@ -254,13 +295,16 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
 
     def make_structures(self):
         self.ctx.structures = {}
+        densities = densities_of(self.inputs.density)
         for index in range(self.inputs.number_of_structures.value):
+            density = self.inputs.density if len(densities) == 1 else orm.Float(densities[index % len(densities)])
             structure = random_melt(
-                self.inputs.composition, self.inputs.formula_units, self.inputs.density, self.inputs.min_distance,
+                self.inputs.composition, self.inputs.formula_units, density, self.inputs.min_distance,
                 orm.Int(self.inputs.seed.value + index),
             )
             self.ctx.structures[f'melt_{index}'] = structure
-        self.report(f'{len(self.ctx.structures)} random melt packings of {self.inputs.formula_units.value} formula units')
+        self.report(f'{len(self.ctx.structures)} random melt packings of {self.inputs.formula_units.value} formula units '
+                    f'at {", ".join(f"{d:g}" for d in densities)} g/cm^3')
 
     def needs_initial_labels(self):
         return 'dataset' not in self.ctx
@@ -307,9 +351,11 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         self.ctx.potentials = dict(node.outputs.potentials.items())
         self.ctx.table_nodes[f'summary_{self.ctx.iteration}'] = node.outputs.summary
         s = node.outputs.summary.get_dict()
+        nan = float('nan')
         self.report(
             f'iteration {self.ctx.iteration}: trained {len(self.ctx.potentials)} models on {self.ctx.dataset.nframes} frames, '
-            f'force RMSE {s.get("rmse_f_trn_mean", float("nan")):.3f} eV/Å'
+            f'RMSE over them: energy {1e3 * s.get("rmse_e_dataset_mean", nan):.1f} meV/atom, '
+            f'force {s.get("rmse_f_dataset_mean", nan):.3f} eV/Å'
         )
         return None
 
@@ -337,18 +383,18 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
             f'iteration {self.ctx.iteration}: {len(self.ctx.candidates)} candidates; accurate fraction per condition '
             + ', '.join(f'{name} {c["accurate_fraction"]:.2f}' for name, c in conditions.items())
         )
-        if accurate and min(accurate) >= threshold:
-            self.ctx.stop_reason = f'converged: accurate fraction >= {threshold} in every condition'
+        self.ctx.quiet_iterations = 0 if self.ctx.candidates else self.ctx.quiet_iterations + 1
+        at_last_stage = self.ctx.iteration >= len(self.inputs.schedule.get_list()) - 1
+        self.ctx.stop_reason = convergence_reason(
+            accurate, len(self.ctx.candidates), self.ctx.quiet_iterations, threshold, self.inputs.patience.value, at_last_stage
+        )
+        if self.ctx.stop_reason is None and not at_last_stage and accurate and min(accurate) >= threshold:
+            self.report(f'iteration {self.ctx.iteration}: accurate, but the schedule has longer stages ahead: going on')
         return None
 
     def has_candidates(self):
-        if not self.ctx.candidates:
-            self.ctx.quiet_iterations += 1
-            if self.ctx.quiet_iterations >= self.inputs.patience.value and self.ctx.stop_reason is None:
-                self.ctx.stop_reason = f'converged: no candidates in {self.ctx.quiet_iterations} iteration(s)'
-            return False
-        self.ctx.quiet_iterations = 0
-        return self.ctx.stop_reason is None  # converged: the candidates of a converged exploration are not labeled
+        # a converged exploration's candidates are not labeled
+        return bool(self.ctx.candidates) and self.ctx.stop_reason is None
 
     def label_candidates(self):
         inputs = AttributeDict(self.exposed_inputs(LabelWorkChain, namespace='label'))

@@ -12,7 +12,7 @@ from aiida_liqcryst.protocols import ProtocolMixin
 
 DeepmdTrainBaseWorkChain = WorkflowFactory('liqcryst.deepmd.train_base')
 
-SUMMARY_KEYS = ('rmse_e_trn', 'rmse_f_trn', 'rmse_e_val', 'rmse_f_val')
+SUMMARY_KEYS = ('rmse_e_trn', 'rmse_f_trn', 'rmse_e_val', 'rmse_f_val', 'rmse_e_dataset', 'rmse_f_dataset')
 
 
 def validate_seeds(value, _):
@@ -141,8 +141,10 @@ class TrainEnsembleWorkChain(ProtocolMixin, WorkChain):
         summary = summarize_ensemble(**results)
         self.out('summary', summary)
         s = summary.get_dict()
+        key = 'rmse_f_dataset' if 'rmse_f_dataset_mean' in s else 'rmse_f_trn'
+        where = 'over the training data' if key == 'rmse_f_dataset' else 'last batch'
         self.report(
-            f'{s["number_of_models"]} models trained: force RMSE train {s.get("rmse_f_trn_mean", float("nan")):.3f}'
-            f' ± {s.get("rmse_f_trn_std", float("nan")):.3f} eV/Å'
+            f'{s["number_of_models"]} models trained: force RMSE {where} {s[f"{key}_mean"]:.3f}'
+            f' ± {s[f"{key}_std"]:.3f} eV/Å'
         )
         return None

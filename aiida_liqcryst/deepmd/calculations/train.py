@@ -1,4 +1,4 @@
-"""``DeepmdTrainCalculation``: ``dp --pt train`` + ``dp --pt freeze`` (+ ``dp --pt compress``) as one CalcJob."""
+"""``DeepmdTrainCalculation``: ``dp --pt train`` + ``dp --pt freeze`` (+ ``dp --pt compress``, ``dp --pt test``) as one CalcJob."""
 
 from __future__ import annotations
 
@@ -215,6 +215,13 @@ class DeepmdTrainCalculation(CalcJob):
             default=lambda: orm.Bool(False),
             help='Compress the frozen model with `dp --pt compress` (tabulated embedding nets: faster MD).',
         )
+        spec.input(
+            'test',
+            valid_type=orm.Bool,
+            default=lambda: orm.Bool(True),
+            help='After freezing, test the model on every training frame (`dp --pt test`): the dataset-wide RMSEs '
+            '`rmse_e_dataset`/`rmse_f_dataset` of `output_parameters` (the learning curve shows single batches).',
+        )
         spec.inputs.validator = validate_inputs
         spec.inputs['metadata']['options']['resources'].default = {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
         spec.inputs['metadata']['options']['parser_name'].default = 'liqcryst.deepmd.train'
@@ -230,7 +237,8 @@ class DeepmdTrainCalculation(CalcJob):
         spec.output(
             'output_parameters',
             valid_type=orm.Dict,
-            help='Final rmse_e_trn/val (eV/atom), rmse_f_trn/val (eV/Å), steps done, wall time, loss_decreased.',
+            help='Final rmse_e_trn/val (eV/atom), rmse_f_trn/val (eV/Å) of the learning curve, rmse_e_dataset (eV/atom) '
+            'and rmse_f_dataset (eV/Å) over all training frames (with `test`), steps done, wall time, loss_decreased.',
         )
         spec.default_output_node = 'output_parameters'
 
@@ -284,6 +292,9 @@ class DeepmdTrainCalculation(CalcJob):
                 self._codeinfo(['--pt', 'compress', '-i', 'model.pth', '-o', 'model_compressed.pth'], 'compress.log')
             )
 
+        if self.inputs.test.value:
+            codeinfos.append(self._codeinfo(['--pt', 'test', '-m', 'model.pth', '-s', TRAIN_DIR, '-n', '0'], 'test.log'))
+
         calcinfo = datastructures.CalcInfo()
         calcinfo.codes_info = codeinfos
         calcinfo.codes_run_mode = datastructures.CodeRunMode.SERIAL
@@ -297,6 +308,7 @@ class DeepmdTrainCalculation(CalcJob):
             'train.log',
             'freeze.log',
             'compress.log',
+            'test.log',
             'checkpoint',
         ]
         # Models become the `potential` output node: no second copy in the retrieved folder.

@@ -12,6 +12,7 @@ from aiida.parsers import Parser
 
 from ..data.potential import DeepPotentialData
 from .lcurve import loss_decreased, read_lcurve
+from .test import read_summary
 
 NAN_MARKERS = ('NaN detected', 'Non-finite gradient norm')
 FINISHED_MARKER = 'Trained model has been saved to'
@@ -90,5 +91,11 @@ class DeepmdTrainParser(Parser):
 
         summary = summarize(curve)
         summary.update({'numb_steps': numb_steps, 'wall_time': log_wall_time(log), 'compressed': compress})
+        if 'test' in self.node.inputs and self.node.inputs.test.value:
+            errors = read_summary(retrieved.get_object_content('test.log', mode='r')) if 'test.log' in names else {}
+            if 'rmse_f' in errors:
+                summary.update({'rmse_e_dataset': errors.get('rmse_e_per_atom'), 'rmse_f_dataset': errors['rmse_f']})
+            else:  # the model is fine: keep it, say why its dataset errors are missing
+                self.logger.warning('dp test wrote no error summary (see test.log): no rmse_*_dataset')
         self.out('output_parameters', orm.Dict(summary))
         return None
