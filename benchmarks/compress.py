@@ -17,20 +17,14 @@ import json
 import pathlib
 import re
 import shutil
-import subprocess
+import sys
 import tempfile
-import time
 
 import numpy as np
 from aiida import orm
 
-
-def shell(code: orm.AbstractCode, arguments: str, cwd) -> float:
-    """Seconds of ``<code's executable> <arguments>`` in ``cwd`` with the code's prepend text."""
-    command = f'{code.prepend_text}\n{code.get_executable()} {arguments} > {cwd}/run.log 2>&1'
-    start = time.time()
-    subprocess.run(['bash', '-c', command], cwd=cwd, check=True)
-    return time.time() - start
+sys.path.insert(0, str(pathlib.Path(sys.argv[0]).resolve().parent))  # `verdi run` names this file in argv[0]
+from shared import run_with_code  # noqa: E402
 
 
 def predictions(model: pathlib.Path, frames: list[dict], type_map: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -88,9 +82,9 @@ def benchmark(calc: orm.CalcJobNode, steps: int) -> dict:
             (folder / 'input.lammps').write_text(re.sub(r'^run\s+\d+', f'run {steps}', script, flags=re.MULTILINE))
         compress_seconds = 0.0
         for name in models:
-            compress_seconds += shell(dp, f'--pt compress -i {name} -o c_{name}', packed)
+            compress_seconds += run_with_code(dp, f'--pt compress -i {name} -o c_{name}', packed)
             (packed / f'c_{name}').replace(packed / name)
-        seconds = {key: shell(lmp, '-in input.lammps', folder) for key, folder in (('original', plain), ('compressed', packed))}
+        seconds = {key: run_with_code(lmp, '-in input.lammps', folder) for key, folder in (('original', plain), ('compressed', packed))}
         potential = calc.inputs.potentials[sorted(calc.inputs.potentials)[0]]
         dataset = next(iter(potential.creator.inputs.datasets.values()))
         first = models[0]

@@ -14,12 +14,15 @@ import argparse
 import json
 import pathlib
 import shutil
-import subprocess
+import sys
 import tempfile
 import time
 
 from aiida import orm
 from aiida.engine import run_get_node
+
+sys.path.insert(0, str(pathlib.Path(sys.argv[0]).resolve().parent))  # `verdi run` names this file in argv[0]
+from shared import run_with_code  # noqa: E402
 
 
 def bare_run(calc: orm.CalcJobNode) -> float:
@@ -30,10 +33,7 @@ def bare_run(calc: orm.CalcJobNode) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         for path in inputs:
             shutil.copy(path, tmp)
-        command = f"{code.prepend_text}\n{code.get_executable()} -in input.lammps > lammps.out 2>&1"
-        start = time.time()
-        subprocess.run(['bash', '-c', command], cwd=tmp, check=True)
-        return time.time() - start
+        return run_with_code(code, '-in input.lammps', tmp, log='lammps.out')
 
 
 def throughput(calc: orm.CalcJobNode, steps: int) -> dict:

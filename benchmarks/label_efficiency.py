@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
 
 from aiida import orm
 from aiida.engine import run_get_node
-from aiida.plugins import CalculationFactory, WorkflowFactory
+from aiida.plugins import CalculationFactory
 
 from aiida_liqcryst.deepmd.calcfunctions import merge_datasets
 from aiida_liqcryst.workflows.explore_md import select_candidates
@@ -28,7 +29,9 @@ from aiida_liqcryst.workflows.train_ensemble import TrainEnsembleWorkChain
 
 DeepmdTrainCalculation = CalculationFactory('liqcryst.deepmd.train')
 DeepmdTestCalculation = CalculationFactory('liqcryst.deepmd.test')
-ValidateWorkChain = WorkflowFactory('liqcryst.validate')
+
+sys.path.insert(0, str(pathlib.Path(sys.argv[0]).resolve().parent))  # `verdi run` names this file in argv[0]
+from shared import validation_dataset  # noqa: E402
 
 
 def one_link(node, label: str):
@@ -43,12 +46,10 @@ def pool_of(loop: orm.WorkflowNode) -> tuple[dict, orm.CalcFunctionNode]:
 
 
 def held_out(loop: orm.WorkflowNode) -> orm.Data:
-    query = orm.QueryBuilder().append(orm.Data, filters={'id': loop.outputs.potentials['model_0'].pk}, tag='potential')
-    query.append(ValidateWorkChain, with_incoming='potential', project='*')
-    validations = [node for (node,) in query.all() if node.is_finished_ok]
-    if not validations:
+    dataset = validation_dataset(loop)
+    if dataset is None:
         raise SystemExit('no finished ValidateWorkChain of the final model_0: run the demo (it validates) first')
-    return validations[-1].outputs.dataset
+    return dataset
 
 
 def score(dp, dataset, validation) -> dict:

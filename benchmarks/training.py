@@ -19,16 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
 
 import numpy as np
 from aiida import orm
 from aiida.engine import run_get_node
-from aiida.plugins import CalculationFactory, WorkflowFactory
+from aiida.plugins import CalculationFactory
 
 from aiida_liqcryst.workflows.train_ensemble import TrainEnsembleWorkChain
 
+sys.path.insert(0, str(pathlib.Path(sys.argv[0]).resolve().parent))  # `verdi run` names this file in argv[0]
+from shared import validation_dataset  # noqa: E402
+
 DeepmdTrainCalculation = CalculationFactory('liqcryst.deepmd.train')
-ValidateWorkChain = WorkflowFactory('liqcryst.validate')
 
 
 def parameters_of(protocol: str, type_map: list[str], steps: int, **training) -> dict:
@@ -65,15 +68,6 @@ def speed(code, dataset, steps: int) -> dict:
     return result
 
 
-def held_out(loop: orm.WorkflowNode, previous_labels) -> orm.Data:
-    query = orm.QueryBuilder().append(orm.Data, filters={'id': loop.outputs.potentials['model_0'].pk}, tag='potential')
-    query.append(ValidateWorkChain, with_incoming='potential', project='*')
-    validations = [node for (node,) in query.all() if node.is_finished_ok]
-    if validations:
-        return validations[-1].outputs.dataset
-    return previous_labels
-
-
 def reach(curve: orm.ArrayData, target: float, seconds_per_step: float) -> dict:
     steps, values = curve.get_array('step'), curve.get_array('rmse_f_val')
     hit = np.nonzero(values <= target)[0]
@@ -94,7 +88,7 @@ def fine_tuning(code, loop: orm.WorkflowNode) -> dict:
     model = previous.outputs.potentials['model_0']
     dataset = next(iter(last.outputs.potentials['model_0'].creator.inputs.datasets.values()))
     labels = [link.node for link in loop.base.links.get_outgoing(link_label_filter=f'label_{k - 1}').all()]
-    validation = held_out(loop, labels[0].outputs.dataset if labels else None)
+    validation = validation_dataset(loop) or (labels[0].outputs.dataset if labels else None)
     if validation is None:
         raise SystemExit('no held-out frames: neither a ValidateWorkChain of the final model nor labels of iteration k-1')
     steps = TrainEnsembleWorkChain.get_protocol_inputs('demo')['parameters']['training']['numb_steps']
