@@ -117,6 +117,8 @@ def tiny_overrides(**extra):
         'number_of_structures': 2,
         'max_iterations': 2,
         'reuse_models': True,  # iteration 1 fine-tunes iteration 0's models (dp train --init-model)
+        # ... for half the steps (merged over the demo protocol's reuse_parameters)
+        'reuse_parameters': {'training': {'numb_steps': TINY_PARAMETERS['training']['numb_steps'] // 2}},
         'train': {'overrides': {'parameters': TINY_PARAMETERS, 'number_of_models': 2}},
         # a window that takes every frame: candidates in each iteration, so the loop runs to its bound
         'explore': {'eps_lo': 0.0, 'eps_hi': 1.0e6, 'max_candidates': 3, 'selection': 'fps'},

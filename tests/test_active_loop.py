@@ -48,8 +48,10 @@ def test_dataset_grows_by_exactly_the_labels_added(loop):
 
 
 def test_second_iteration_fine_tunes_the_first_iterations_models(loop):
-    """With reuse_models, iteration 1 starts each model from iteration 0's weights."""
+    """With reuse_models, iteration 1 starts each model from iteration 0's weights, with `reuse_parameters`
+    merged over the training parameters (half the steps; the rest as in iteration 0)."""
     assert loop.inputs.reuse_models.value is True
+    reuse_steps = loop.inputs.reuse_parameters['training']['numb_steps']
 
     def trainings(iteration):
         ensemble = loop.base.links.get_outgoing(link_label_filter=f'train_{iteration}').one().node
@@ -61,6 +63,11 @@ def test_second_iteration_fine_tunes_the_first_iterations_models(loop):
         assert 'restart_from' not in calc.inputs
         assert second[key].inputs.restart_mode.value == 'init_model'
         assert second[key].inputs.restart_from.uuid == calc.outputs.remote_folder.uuid
+        before, after = calc.inputs.parameters.get_dict(), second[key].inputs.parameters.get_dict()
+        assert before['training']['numb_steps'] == 2 * reuse_steps
+        assert after['training']['numb_steps'] == reuse_steps
+        assert after['model'] == before['model']
+        assert after['learning_rate'] == {**before['learning_rate'], **loop.inputs.reuse_parameters.get_dict().get('learning_rate', {})}
 
 
 def test_exploration_starts_from_the_last_reference_md_frames(loop):

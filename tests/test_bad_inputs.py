@@ -405,6 +405,14 @@ CASES = [
          density=_orm('List', [2.3, -1.0])),
     case(active_loop, ['`density`', 'non-empty list'], 'active_loop-empty-density-list', density=_orm('List', [])),
     case(active_loop, ['`max_iterations`', 'must be >= 1'], 'active_loop-zero-iterations', max_iterations=_orm('Int', 0)),
+    case(active_loop, ['`reuse_parameters`', "unknown sections ['model']"], 'active_loop-reuse-parameters-change-the-model',
+         reuse_parameters=_orm('Dict', {'model': {'descriptor': {'rcut': 3.0}}})),
+    case(active_loop, ['`reuse_parameters`', 'numb_steps', 'positive integer'], 'active_loop-reuse-zero-steps',
+         reuse_parameters=_orm('Dict', {'training': {'numb_steps': 0}})),
+    case(active_loop, ['`reuse_parameters`', 'argcheck', 'start_lrr'], 'active_loop-reuse-unknown-deepmd-key',
+         reuse_parameters=_orm('Dict', {'learning_rate': {'start_lrr': 0.001}})),
+    case(active_loop, ['`reuse_parameters`', '`reuse_models` to True'], 'active_loop-reuse-parameters-without-reuse',
+         reuse_models=_orm('Bool', False), reuse_parameters=_orm('Dict', {'training': {'numb_steps': 10}})),
     case(active_loop, ['`accurate_threshold`', '(0, 1]'], 'active_loop-accurate-threshold-above-one',
          accurate_threshold=_orm('Float', 1.5)),
     case(active_loop, ['pressure_range', '"LP" or "HP"', "'XP'"], 'active_loop-pressure-range-XP', pressure_range='XP'),
@@ -490,7 +498,7 @@ def _resolve(env, value):
     if not (isinstance(value, tuple) and len(value) == 3 and value[0] == 'orm'):
         return value
     _, kind, arg = value
-    if kind in ('Int', 'Float', 'Str', 'List', 'Dict'):
+    if kind in ('Int', 'Float', 'Bool', 'Str', 'List', 'Dict'):
         return getattr(orm, kind)(arg)
     if kind == 'code':
         return env.codes[arg]

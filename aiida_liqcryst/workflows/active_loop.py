@@ -11,7 +11,7 @@ from aiida.plugins import WorkflowFactory
 
 from aiida_liqcryst.calcfunctions import random_melt
 from aiida_liqcryst.deepmd.calcfunctions import merge_datasets
-from aiida_liqcryst.protocols import ProtocolMixin
+from aiida_liqcryst.protocols import ProtocolMixin, recursive_merge
 
 TrainEnsembleWorkChain = WorkflowFactory('liqcryst.train_ensemble')
 ExploreMDWorkChain = WorkflowFactory('liqcryst.explore_md')
@@ -90,6 +90,32 @@ def validate_inputs(inputs, _):
         return '`max_iterations` must be >= 1'
     if 'accurate_threshold' in inputs and not 0 < inputs['accurate_threshold'].value <= 1:
         return '`accurate_threshold` must be in (0, 1]'
+    if 'reuse_parameters' in inputs and not ('reuse_models' in inputs and inputs['reuse_models'].value):
+        return '`reuse_parameters` applies only to fine-tuning: set `reuse_models` to True or leave it out'
+    parameters = inputs.get('train', {}).get('train', {}).get('train', {}).get('parameters')
+    if 'reuse_parameters' in inputs and parameters is not None:
+        # checked now, not when the second iteration submits its training
+        from aiida_liqcryst.deepmd.calculations.train import check_parameters
+
+        merged = recursive_merge(parameters.get_dict(), inputs['reuse_parameters'].get_dict())
+        if (error := check_parameters(merged, {}, {})) is not None:
+            return f'`reuse_parameters` merged over `train.train.train.parameters`: {error}'
+    return None
+
+
+REUSE_SECTIONS = ('learning_rate', 'loss', 'training')
+
+
+def validate_reuse_parameters(value, _):
+    unknown = set(value.get_dict()) - set(REUSE_SECTIONS)
+    if unknown:
+        return f'`reuse_parameters`: unknown sections {sorted(unknown)}; allowed: {list(REUSE_SECTIONS)}'
+    for section, settings in value.get_dict().items():
+        if not isinstance(settings, dict):
+            return f'`reuse_parameters`: section `{section}` must be a dict of deepmd-kit settings, got {settings!r}'
+    steps = value.get_dict().get('training', {}).get('numb_steps')
+    if steps is not None and (not isinstance(steps, int) or steps <= 0):
+        return f'`reuse_parameters`: training.numb_steps must be a positive integer, got {steps!r}'
     return None
 
 
@@ -211,6 +237,11 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
                    help='From the second iteration on, start each model from the weights of the same model of the '
                         'previous iteration (`dp train --init-model`, fine-tuning on the grown dataset) instead of '
                         'training from scratch.')
+        spec.input('reuse_parameters', valid_type=orm.Dict, required=False, validator=validate_reuse_parameters,
+                   help='With `reuse_models`: deepmd-kit input sections (learning_rate, loss, training) merged over the '
+                        'training parameters when a model starts from previous weights, like DP-GEN\'s '
+                        '`training_reuse_*` keys: fewer steps from a lower learning rate, e.g. '
+                        '{"training": {"numb_steps": 1000}, "learning_rate": {"start_lr": 0.001}}.')
         spec.inputs.validator = validate_inputs
 
         spec.outline(
@@ -261,6 +292,8 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
             density = density[pressure_range]
         builder.density = orm.List([float(d) for d in density]) if isinstance(density, list) else orm.Float(density)
         builder.reuse_models = orm.Bool(inputs.get('reuse_models', False))
+        if builder.reuse_models.value and inputs.get('reuse_parameters'):
+            builder.reuse_parameters = orm.Dict(inputs['reuse_parameters'])
         builder.train.seeds = orm.List(list(range(train['number_of_models'])))
         builder.train.train.train.code = codes['dp']
         builder.train.train.train.parameters = orm.Dict(train['parameters'])
@@ -340,6 +373,9 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         if self.inputs.reuse_models.value and 'potentials' in self.ctx:
             # the remote folder of each previous model's training holds its checkpoint
             inputs.init_models = {key: potential.creator.outputs.remote_folder for key, potential in self.ctx.potentials.items()}
+            if 'reuse_parameters' in self.inputs:
+                parameters = recursive_merge(inputs.train.train.parameters.get_dict(), self.inputs.reuse_parameters.get_dict())
+                inputs.train.train.parameters = orm.Dict(parameters)
         inputs.metadata = {'call_link_label': f'train_{self.ctx.iteration}'}
         self.ctx.table_nodes[f'size_{self.ctx.iteration}'] = orm.Int(self.ctx.dataset.nframes).store()
         return ToContext(ensemble=self.submit(TrainEnsembleWorkChain, **inputs))
