@@ -7,7 +7,8 @@ steps (batch size 1) on the loop's final dataset; seconds per batch = dp train's
 includes the data statistics at the start, a few seconds).
 
 Fine-tuning: the loop's last training (iteration k) on its dataset, done twice with the demo protocol's steps:
-from scratch and from model_0 of iteration k-1 (``restart_mode='init_model'``, what ``reuse_models`` does).
+from scratch and from model_0 of iteration k-1 (``restart_mode='init_model'``, what ``reuse_models`` does), and,
+when the loop had ``reuse_parameters``, a third time from model_0 with them merged in (what the loop itself did).
 Both see the same held-out frames as validation data (the demo's ValidateWorkChain frames when there are any,
 else the frames labeled in iteration k-1), all of them in every validation batch. The target is the
 scratch run's final validation force RMSE (mean of its last three rows); the table gives when each run first
@@ -26,6 +27,7 @@ from aiida import orm
 from aiida.engine import run_get_node
 from aiida.plugins import CalculationFactory
 
+from aiida_liqcryst.protocols import recursive_merge
 from aiida_liqcryst.workflows.train_ensemble import TrainEnsembleWorkChain
 
 sys.path.insert(0, str(pathlib.Path(sys.argv[0]).resolve().parent))  # `verdi run` names this file in argv[0]
@@ -93,15 +95,24 @@ def fine_tuning(code, loop: orm.WorkflowNode) -> dict:
         raise SystemExit('no held-out frames: neither a ValidateWorkChain of the final model nor labels of iteration k-1')
     steps = TrainEnsembleWorkChain.get_protocol_inputs('demo')['parameters']['training']['numb_steps']
     parameters = parameters_of('demo', dataset.type_map, steps, validation_data={'batch_size': validation.nframes})
+    previous_folder = model.creator.outputs.remote_folder
     runs = {'scratch': train(code, dataset, parameters, validation),
-            'fine_tune': train(code, dataset, parameters, validation, restart_from=model.creator.outputs.remote_folder)}
+            'fine_tune': train(code, dataset, parameters, validation, restart_from=previous_folder)}
+    steps_of = {'scratch': steps, 'fine_tune': steps}
+    if 'reuse_parameters' in loop.inputs:  # what the loop itself did: its reuse_parameters merged in
+        reuse = loop.inputs.reuse_parameters.get_dict()
+        merged = recursive_merge(parameters, reuse)
+        steps_of['fine_tune_reuse'] = merged['training']['numb_steps']
+        merged['training']['disp_freq'] = max(steps_of['fine_tune_reuse'] // 20, 1)
+        merged['training']['save_freq'] = steps_of['fine_tune_reuse']
+        runs['fine_tune_reuse'] = train(code, dataset, merged, validation, restart_from=previous_folder)
     target = float(runs['scratch'].outputs.learning_curve.get_array('rmse_f_val')[-3:].mean())
     result = {'iteration': k, 'dataset_frames': dataset.nframes, 'validation_frames': validation.nframes,
               'steps': steps, 'target_rmse_f_val': round(target, 4)}
     for name, node in runs.items():
         wall = node.outputs.output_parameters['wall_time']
-        result[name] = {'calculation': node.pk, 'wall_time': round(wall, 1),
-                        **reach(node.outputs.learning_curve, target, wall / steps)}
+        result[name] = {'calculation': node.pk, 'steps': steps_of[name], 'wall_time': round(wall, 1),
+                        **reach(node.outputs.learning_curve, target, wall / steps_of[name])}
     return result
 
 
@@ -119,10 +130,11 @@ def main():
     f = result['fine_tuning']
     print(f"iteration {f['iteration']} ({f['dataset_frames']} frames, {f['validation_frames']} held out): target force "
           f"RMSE {f['target_rmse_f_val']} eV/Å (scratch, end)")
-    for name in ('scratch', 'fine_tune'):
-        r = f[name]
-        print(f"  {name}: reaches it at step {r['steps_to_target']} ({r['seconds_to_target']} s); final "
-              f"{r['final_rmse_f_val']} eV/Å; {f['steps']} steps in {r['wall_time']} s")
+    for name in ('scratch', 'fine_tune', 'fine_tune_reuse'):
+        if name in f:
+            r = f[name]
+            print(f"  {name}: reaches it at step {r['steps_to_target']} ({r['seconds_to_target']} s); final "
+                  f"{r['final_rmse_f_val']} eV/Å; {r['steps']} steps in {r['wall_time']} s")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(result, indent=1))
 
