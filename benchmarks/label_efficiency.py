@@ -19,6 +19,7 @@ import pathlib
 import sys
 
 from aiida import orm
+from aiida.common.links import LinkType
 from aiida.engine import run_get_node
 from aiida.plugins import CalculationFactory
 
@@ -42,7 +43,8 @@ def pool_of(loop: orm.WorkflowNode) -> tuple[dict, orm.CalcFunctionNode]:
     """The inputs of iteration 0's ``select_candidates`` (MD outputs, trust window, conditions) and the node."""
     explore = one_link(loop, 'explore_0')
     selection = one_link(explore, 'select_candidates')
-    return {link.link_label: link.node for link in selection.base.links.get_incoming().all()}, selection
+    inputs = selection.base.links.get_incoming(link_type=LinkType.INPUT_CALC).all()  # not the CALL from the work chain
+    return {link.link_label: link.node for link in inputs}, selection
 
 
 def held_out(loop: orm.WorkflowNode) -> orm.Data:
