@@ -101,10 +101,9 @@ def fine_tuning(code, loop: orm.WorkflowNode) -> dict:
     steps_of = {'scratch': steps, 'fine_tune': steps}
     if 'reuse_parameters' in loop.inputs:  # what the loop itself did: its reuse_parameters merged in
         reuse = loop.inputs.reuse_parameters.get_dict()
-        merged = recursive_merge(parameters, reuse)
-        steps_of['fine_tune_reuse'] = merged['training']['numb_steps']
-        merged['training']['disp_freq'] = max(steps_of['fine_tune_reuse'] // 20, 1)
-        merged['training']['save_freq'] = steps_of['fine_tune_reuse']
+        steps_of['fine_tune_reuse'] = reuse.get('training', {}).get('numb_steps', steps)
+        base = parameters_of('demo', dataset.type_map, steps_of['fine_tune_reuse'], validation_data={'batch_size': validation.nframes})
+        merged = recursive_merge(base, reuse)
         runs['fine_tune_reuse'] = train(code, dataset, merged, validation, restart_from=previous_folder)
     target = float(runs['scratch'].outputs.learning_curve.get_array('rmse_f_val')[-3:].mean())
     result = {'iteration': k, 'dataset_frames': dataset.nframes, 'validation_frames': validation.nframes,

@@ -113,10 +113,7 @@ def validate_reuse_parameters(value, _):
     for section, settings in value.get_dict().items():
         if not isinstance(settings, dict):
             return f'`reuse_parameters`: section `{section}` must be a dict of deepmd-kit settings, got {settings!r}'
-    steps = value.get_dict().get('training', {}).get('numb_steps')
-    if steps is not None and (not isinstance(steps, int) or steps <= 0):
-        return f'`reuse_parameters`: training.numb_steps must be a positive integer, got {steps!r}'
-    return None
+    return None  # the values: check_parameters on the merged parameters (validate_inputs)
 
 
 @calcfunction
