@@ -59,7 +59,7 @@ def test_training_outputs(seed1, sio2_dataset, melt_frames):
     assert node.is_finished_ok, node.exit_message
     potential = results['potential']
     assert isinstance(potential, DeepPotentialData)
-    assert potential.filename.endswith('.pth')
+    assert potential.filename == 'model.pb' and potential.deepmd_backend.name == 'tf'  # TensorFlow: the default backend
     assert potential.type_map == ['O', 'Si']
     assert potential.rcut == pytest.approx(TINY_PARAMETERS['model']['descriptor']['rcut'])
     assert potential.descriptor_type == 'se_e2_a'
@@ -118,7 +118,7 @@ def test_seeds_and_compression(seed1, seed2_compressed, melt_frames):
     assert node2.is_finished_ok, node2.exit_message
     potential = results2['potential']
     assert potential.compressed is True
-    assert potential.filename == 'model_compressed.pth'
+    assert potential.filename == 'model_compressed.pb'
 
     curve1 = results1['learning_curve'].get_array('rmse_trn')
     curve2 = results2['learning_curve'].get_array('rmse_trn')

@@ -135,6 +135,7 @@ class AseCalculation(CalcJob):
         calcinfo.local_copy_list = []
         if 'potential' in self.inputs:
             potential = self.inputs.potential
-            calcinfo.local_copy_list.append((potential.uuid, potential.filename, ase_tasks.MODEL_FILE))
+            target = f'{ase_tasks.MODEL_STEM}{potential.deepmd_backend.suffix}'
+            calcinfo.local_copy_list.append((potential.uuid, potential.filename, target))
         calcinfo.retrieve_list = [self.options.output_filename, ase_tasks.OUTPUT_DIR]
         return calcinfo

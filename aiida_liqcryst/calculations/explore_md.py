@@ -31,6 +31,12 @@ def potentials_error(potentials) -> str | None:
     if ensemble_type_map(potentials) is None:
         maps = {key: p.base.attributes.get('type_map') for key, p in potentials.items()}
         return f'`potentials`: the models must share one type_map, got {maps}'
+    backends = {key: p.deepmd_backend.name for key, p in potentials.items()}
+    if len(set(backends.values())) > 1:
+        return (
+            f'`potentials`: the models of an ensemble must come from one deepmd-kit backend, got {backends}: train '
+            'them with one `backend` (tf or pt), e.g. in one TrainEnsembleWorkChain'
+        )
     return None
 
 
@@ -138,7 +144,9 @@ class ExploreMDCalculation(CalcJob):
         keys = sorted(self.inputs.potentials)
         type_map = ensemble_type_map(self.inputs.potentials)
         # data-file types follow the models' type_map, so `pair_coeff * * <type_map>` maps them by name
-        model_files = [f'model_{index}.pth' for index in range(len(keys))]
+        # each model keeps its backend's suffix: deepmd's plugin picks the backend by it
+        suffixes = [self.inputs.potentials[key].deepmd_backend.suffix for key in keys]
+        model_files = [f'model_{index}{suffix}' for index, suffix in enumerate(suffixes)]
         with folder.open(lammps_input.DATA_FILENAME, 'w') as handle:
             lammps_input.write_data_file(self.inputs.structure.get_ase(), handle, type_map)
         with folder.open(self.options.input_filename, 'w') as handle:

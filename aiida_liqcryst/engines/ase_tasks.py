@@ -1,7 +1,8 @@
 """``aiida-liqcryst-ase``: one batch of structures, one ASE calculator, one task (label, relax, eos, md).
 
 Run in a folder holding ``settings.json``, ``structures.extxyz`` (the batch, one frame per structure, in the
-order of ``settings['names']``) and, for ``calculator: deepmd``, the frozen model ``model.pth``.
+order of ``settings['names']``) and, for ``calculator: deepmd``, the frozen model ``model.pb`` (TensorFlow) or
+``model.pth`` (PyTorch).
 
 ``settings.json``: ``{"task": ..., "calculator": "oracle" | "deepmd", "names": [...], <task parameters>}``,
 the task parameters of :data:`TASK_DEFAULTS` and ``threads`` (PyTorch threads, default 1), checked by
@@ -34,11 +35,14 @@ import traceback
 
 import numpy as np
 
+from aiida_liqcryst.deepmd.backends import BACKENDS
+
 TASKS = ('label', 'relax', 'eos', 'md')
 CALCULATORS = ('oracle', 'deepmd')
 OPTIMIZERS = ('FIRE', 'BFGS')
 ENSEMBLES = ('langevin', 'nve')
-MODEL_FILE = 'model.pth'
+MODEL_STEM = 'model'  # the model is model.pb or model.pth: deepmd picks the backend by the suffix
+MODEL_SUFFIXES = tuple(backend.suffix for backend in BACKENDS.values())
 STRUCTURES_FILE = 'structures.extxyz'
 SETTINGS_FILE = 'settings.json'
 OUTPUT_DIR = 'outputs'
@@ -161,15 +165,17 @@ def set_threads(threads: int) -> None:
 
 
 def get_calculator(name: str, folder: pathlib.Path = pathlib.Path('.')):
-    """The ASE calculator: the oracle (SevenNet-0) or the DeePMD model ``model.pth`` in ``folder``."""
+    """The ASE calculator: the oracle (SevenNet-0) or the DeePMD model (``model.pb`` or ``model.pth``) in ``folder``."""
     if name == 'oracle':
         from aiida_liqcryst.engines import oracle
 
         return oracle.get_calculator()
     if name == 'deepmd':
-        model = folder / MODEL_FILE
-        if not model.is_file():
-            raise FileNotFoundError(f'calculator deepmd needs the model file {MODEL_FILE} in {folder.resolve()}')
+        models = [path for suffix in MODEL_SUFFIXES if (path := folder / f'{MODEL_STEM}{suffix}').is_file()]
+        if len(models) != 1:
+            names = ' or '.join(f'{MODEL_STEM}{suffix}' for suffix in MODEL_SUFFIXES)
+            raise FileNotFoundError(f'calculator deepmd needs one model file, {names}, in {folder.resolve()}')
+        model = models[0]
         from deepmd.calculator import DP
 
         return DP(model=str(model))

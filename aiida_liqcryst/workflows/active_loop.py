@@ -276,8 +276,10 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         if pressure_range not in ('LP', 'HP'):
             raise ValueError(f'pressure_range must be "LP" or "HP", got {pressure_range!r}')
         type_map = sorted(composition)
-        train = TrainEnsembleWorkChain.get_protocol_inputs(inputs['train']['protocol'], inputs['train'].get('overrides'))
-        train['parameters']['model']['type_map'] = type_map
+        train = TrainEnsembleWorkChain.get_builder_from_protocol(
+            codes['dp'], None, protocol=inputs['train']['protocol'], overrides=inputs['train'].get('overrides'),
+            type_map=type_map,
+        )
         builder = cls.get_builder()
         builder.composition = orm.Dict(composition)
         for key in ('formula_units', 'number_of_structures', 'seed', 'patience', 'max_iterations'):
@@ -291,9 +293,7 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         builder.reuse_models = orm.Bool(inputs.get('reuse_models', False))
         if builder.reuse_models.value and inputs.get('reuse_parameters'):
             builder.reuse_parameters = orm.Dict(inputs['reuse_parameters'])
-        builder.train.seeds = orm.List(list(range(train['number_of_models'])))
-        builder.train.train.train.code = codes['dp']
-        builder.train.train.train.parameters = orm.Dict(train['parameters'])
+        builder.train = train._inputs(prune=True)  # the ensemble's own protocol: network, backend, seeds
         builder.schedule = orm.List(inputs['schedule'][pressure_range])
         explore = inputs['explore']
         builder.explore.code = codes['lmp']

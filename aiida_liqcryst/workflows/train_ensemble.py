@@ -8,6 +8,8 @@ from aiida.common import AttributeDict
 from aiida.engine import WorkChain, calcfunction
 from aiida.plugins import WorkflowFactory
 
+from aiida_liqcryst.deepmd.backends import DEFAULT_BACKEND, get_backend
+from aiida_liqcryst.deepmd.calculations.train import restart_backend_error
 from aiida_liqcryst.protocols import ProtocolMixin
 
 DeepmdTrainBaseWorkChain = WorkflowFactory('liqcryst.deepmd.train_base')
@@ -33,6 +35,11 @@ def validate_inputs(inputs, _):
         unknown = sorted(set(init_models) - allowed)
         if unknown:
             return f'`init_models`: keys {unknown} match no model; allowed keys are {sorted(allowed)}'
+    backend = inputs.get('train', {}).get('train', {}).get('backend')
+    backend = backend.value if backend is not None else DEFAULT_BACKEND
+    for key, folder in sorted(init_models.items()):
+        if (error := restart_backend_error(folder, backend)) is not None:
+            return f'`init_models.{key}`: {error.replace("`restart_from` holds", "holds")}'
     return None
 
 
@@ -90,24 +97,35 @@ class TrainEnsembleWorkChain(ProtocolMixin, WorkChain):
         spec.exit_code(401, 'ERROR_MODEL_FAILED', message='{count} of the models failed to train: {failed}')
 
     @classmethod
-    def get_builder_from_protocol(cls, code, datasets, protocol=None, overrides=None, seeds=None, **kwargs):
+    def get_builder_from_protocol(cls, code, datasets, protocol=None, overrides=None, seeds=None, type_map=None,
+                                  **kwargs):
         """A builder for ``datasets`` (dict label -> LabeledDatasetData, or one dataset) with a named protocol.
 
-        :param overrides: nested dict merged into the protocol (e.g. ``{'parameters': {'training': {...}}}``).
+        :param datasets: the training data; None leaves them to the caller (a parent work chain that makes them),
+            which then gives ``type_map``.
+        :param overrides: nested dict merged into the protocol (e.g. ``{'parameters': {'training': {...}}}``,
+            ``{'backend': 'pt'}`` for PyTorch, ``{'compress': False}``).
         :param seeds: explicit seeds; default ``0 .. number_of_models - 1``.
         """
         inputs = cls.get_protocol_inputs(protocol, overrides)
-        if not isinstance(datasets, dict):
+        if datasets is not None and not isinstance(datasets, dict):
             datasets = {'data': datasets}
-        type_maps = {tuple(d.type_map) for d in datasets.values()}
-        if len(type_maps) != 1:
-            raise ValueError(f'the datasets have different type maps: {sorted(type_maps)}')
+        if datasets is not None:
+            type_maps = {tuple(d.type_map) for d in datasets.values()}
+            if len(type_maps) != 1:
+                raise ValueError(f'the datasets have different type maps: {sorted(type_maps)}')
+            type_map = type_maps.pop()
+        elif type_map is None:
+            raise ValueError('give `datasets`, or `type_map` when the datasets are made later')
         parameters = inputs['parameters']
-        parameters['model']['type_map'] = list(type_maps.pop())
+        parameters['model']['type_map'] = list(type_map)
         builder = cls.get_builder()
         builder.train.train.code = code
-        builder.train.train.datasets = datasets
+        if datasets is not None:
+            builder.train.train.datasets = datasets
         builder.train.train.parameters = orm.Dict(parameters)
+        builder.train.train.backend = orm.Str(get_backend(inputs.get('backend', DEFAULT_BACKEND)).name)
+        builder.train.train.compress = orm.Bool(inputs.get('compress', False))
         for key, value in kwargs.items():
             setattr(builder.train.train, key, value)
         builder.seeds = orm.List(list(seeds) if seeds is not None else list(range(inputs['number_of_models'])))

@@ -1,4 +1,4 @@
-"""``DeepmdTestCalculation``: ``dp --pt test`` of a frozen model on a labeled dataset."""
+"""``DeepmdTestCalculation``: ``dp test`` of a frozen model (either backend) on a labeled dataset."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def validate_inputs(value, ctx=None):
 
 
 class DeepmdTestCalculation(CalcJob):
-    """Errors of a DeePMD model on a dataset (``dp --pt test -m model.pth -s data -d detail``) and its parity data."""
+    """Errors of a DeePMD model on a dataset (``dp --tf|--pt test -m <model> -s data -d detail``) and its parity data."""
 
     @classmethod
     def define(cls, spec):
@@ -68,7 +68,8 @@ class DeepmdTestCalculation(CalcJob):
         codeinfo = datastructures.CodeInfo()
         codeinfo.code_uuid = self.inputs.code.uuid
         # -n 0: every frame of every system; systems are found below `data` by their type.raw
-        codeinfo.cmdline_params = ['--pt', 'test', '-m', potential.filename, '-s', DATA_DIR, '-n', '0', '-d', DETAIL]
+        flag = potential.deepmd_backend.flag  # the model's own backend
+        codeinfo.cmdline_params = [flag, 'test', '-m', potential.filename, '-s', DATA_DIR, '-n', '0', '-d', DETAIL]
         codeinfo.stdout_name = 'test.log'
         codeinfo.join_files = True
 

@@ -1,4 +1,7 @@
-"""``DeepmdTrainCalculation``: ``dp --pt train`` + ``dp --pt freeze`` (+ ``dp --pt compress``, ``dp --pt test``) as one CalcJob."""
+"""``DeepmdTrainCalculation``: ``dp train`` + ``dp freeze`` (+ ``dp compress``, ``dp test``) as one CalcJob.
+
+Either backend of deepmd-kit: TensorFlow (``--tf``, model ``.pb``) or PyTorch (``--pt``, model ``.pth``).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,13 @@ from aiida import orm
 from aiida.common import datastructures
 from aiida.engine import CalcJob
 
+from ..backends import BACKENDS, DEFAULT_BACKEND, backend_error, backend_of_checkpoints, get_backend
 from ..data.dataset import LabeledDatasetData
 from ..data.potential import DeepPotentialData
 
 RESTART_MODES = {'restart': '--restart', 'init_model': '--init-model'}
-CHECKPOINT = 'model.ckpt.pt'  # deepmd points this name at the newest checkpoint
 TRAIN_DIR, VALID_DIR = 'data/train', 'data/valid'
+ENTRY_POINT = 'liqcryst.deepmd.train'
 CODE_HINT = "deepmd-kit's `dp` (e.g. dp@localhost; default plugin none or liqcryst.deepmd.train)"
 
 
@@ -150,9 +154,31 @@ def code_error(value, ctx, plugin: str, what: str) -> str | None:
     return None
 
 
+def training_backend(node) -> str:
+    """The backend of a DeepmdTrainCalculation node (those stored before the input existed trained PyTorch)."""
+    return node.inputs.backend.value if 'backend' in node.inputs else 'pt'
+
+
+def restart_backend_error(folder, backend: str) -> str | None:
+    """Why the checkpoints in ``folder`` cannot start a ``backend`` training (made by the other backend), or None."""
+    creator = folder.creator
+    if creator is not None and creator.process_type == f'aiida.calculations:{ENTRY_POINT}':
+        theirs = training_backend(creator)
+    elif isinstance(folder, orm.FolderData):
+        theirs = backend_of_checkpoints(folder.base.repository.list_object_names())
+    else:
+        return None  # a remote folder of unknown origin: dp itself will say if it cannot read the checkpoint
+    if theirs is not None and theirs != backend:
+        return (
+            f'`restart_from` holds {BACKENDS[theirs].title} checkpoints but `backend` is `{backend}`: set `backend` '
+            f'to `{theirs}` to continue from them, or train from scratch (checkpoints do not cross backends)'
+        )
+    return None
+
+
 def validate_inputs(value, ctx=None):
     """Check the code, and the parameters against the datasets with deepmd's argcheck, before anything runs."""
-    if (error := code_error(value, ctx, 'liqcryst.deepmd.train', CODE_HINT)) is not None:
+    if (error := code_error(value, ctx, ENTRY_POINT, CODE_HINT)) is not None:
         return error
     if ctx is not None and any(name not in ctx for name in ('parameters', 'datasets')):
         return None  # a port was excluded where these inputs are exposed
@@ -163,11 +189,18 @@ def validate_inputs(value, ctx=None):
         return None  # required ports report their own absence
     if 'restart_mode' in value and value['restart_mode'].value not in RESTART_MODES:
         return f'`restart_mode` must be one of {sorted(RESTART_MODES)}, got `{value["restart_mode"].value}`'
+    backend = value['backend'].value if 'backend' in value else DEFAULT_BACKEND
+    if (error := backend_error(backend)) is not None:
+        return f'`backend`: {error}'
+    if 'restart_from' in value and (error := restart_backend_error(value['restart_from'], backend)) is not None:
+        return error
     return check_parameters(value['parameters'].get_dict(), datasets, dict(value.get('validation', {})))
 
 
 class DeepmdTrainCalculation(CalcJob):
-    """Train a DeePMD model with ``dp --pt train``, freeze it to ``model.pth`` and optionally compress it.
+    """Train a DeePMD model with ``dp train``, freeze it (``model.pb`` or ``model.pth``) and optionally compress it.
+
+    ``backend`` chooses deepmd-kit's TensorFlow (``tf``, the default: the fast one on CPUs) or PyTorch (``pt``).
 
     Checkpoints stay in the remote folder, so a run killed by the walltime can be continued with
     ``restart_from=<its remote_folder>`` and ``restart_mode='restart'``.
@@ -200,7 +233,7 @@ class DeepmdTrainCalculation(CalcJob):
             'restart_from',
             valid_type=(orm.RemoteData, orm.FolderData),
             required=False,
-            help='Folder of a previous training holding its checkpoints (model.ckpt*.pt and `checkpoint`).',
+            help='Folder of a previous training holding its checkpoints (model.ckpt* and `checkpoint`).',
         )
         spec.input(
             'restart_mode',
@@ -210,16 +243,23 @@ class DeepmdTrainCalculation(CalcJob):
             'new run from its weights (`dp train --init-model`).',
         )
         spec.input(
+            'backend',
+            valid_type=orm.Str,
+            default=lambda: orm.Str(DEFAULT_BACKEND),
+            help="deepmd-kit's backend: 'tf' (TensorFlow, frozen model.pb; faster on CPUs) or 'pt' (PyTorch, "
+            'model.pth). A restart or fine-tuning (`restart_from`) must use the backend that wrote the checkpoints.',
+        )
+        spec.input(
             'compress',
             valid_type=orm.Bool,
             default=lambda: orm.Bool(False),
-            help='Compress the frozen model with `dp --pt compress` (tabulated embedding nets: faster MD).',
+            help='Compress the frozen model with `dp compress` (tabulated embedding nets: faster MD).',
         )
         spec.input(
             'test',
             valid_type=orm.Bool,
             default=lambda: orm.Bool(True),
-            help='After freezing, test the model on every training frame (`dp --pt test`): the dataset-wide RMSEs '
+            help='After freezing, test the model on every training frame (`dp test`): the dataset-wide RMSEs '
             '`rmse_e_dataset`/`rmse_f_dataset` of `output_parameters` (the learning curve shows single batches).',
         )
         spec.inputs.validator = validate_inputs
@@ -272,10 +312,11 @@ class DeepmdTrainCalculation(CalcJob):
         local_copy_list += [(node.uuid, '', f'{VALID_DIR}/{key}') for key, node in validation.items()]
         remote_copy_list = []
 
-        train_args = ['--pt', 'train', self.options.input_filename]
+        backend = get_backend(self.inputs.backend.value)
+        train_args = [backend.flag, 'train', self.options.input_filename]
         if 'restart_from' in self.inputs:
             mode = self.inputs.restart_mode.value
-            files, checkpoint = self._checkpoint_files(mode)
+            files, checkpoint = self._checkpoint_files(mode, backend)
             source = self.inputs.restart_from
             if isinstance(source, orm.RemoteData):
                 if source.computer.uuid != self.inputs.code.computer.uuid:
@@ -286,14 +327,16 @@ class DeepmdTrainCalculation(CalcJob):
             train_args += [RESTART_MODES[mode], checkpoint]
 
         codeinfos = [self._codeinfo(train_args, 'train.log')]
-        codeinfos.append(self._codeinfo(['--pt', 'freeze', '-o', 'model.pth'], 'freeze.log'))
+        codeinfos.append(self._codeinfo([backend.flag, 'freeze', '-o', backend.model], 'freeze.log'))
         if self.inputs.compress.value:
-            codeinfos.append(
-                self._codeinfo(['--pt', 'compress', '-i', 'model.pth', '-o', 'model_compressed.pth'], 'compress.log')
-            )
+            codeinfos.append(self._codeinfo(
+                [backend.flag, 'compress', '-i', backend.model, '-o', backend.compressed_model], 'compress.log'
+            ))
 
         if self.inputs.test.value:
-            codeinfos.append(self._codeinfo(['--pt', 'test', '-m', 'model.pth', '-s', TRAIN_DIR, '-n', '0'], 'test.log'))
+            codeinfos.append(self._codeinfo(
+                [backend.flag, 'test', '-m', backend.model, '-s', TRAIN_DIR, '-n', '0'], 'test.log'
+            ))
 
         calcinfo = datastructures.CalcInfo()
         calcinfo.codes_info = codeinfos
@@ -312,24 +355,25 @@ class DeepmdTrainCalculation(CalcJob):
             'checkpoint',
         ]
         # Models become the `potential` output node: no second copy in the retrieved folder.
-        calcinfo.retrieve_temporary_list = ['model.pth', 'model_compressed.pth']
+        calcinfo.retrieve_temporary_list = [backend.model, backend.compressed_model]
         return calcinfo
 
-    def _checkpoint_files(self, mode: str) -> tuple[list[str], str]:
+    def _checkpoint_files(self, mode: str, backend) -> tuple[list[str], str]:
         """Files to copy from ``restart_from`` and the checkpoint name to pass to ``dp train``."""
         source = self.inputs.restart_from
         extra = ['lcurve.out'] if mode == 'restart' else []  # a restart appends to the learning curve
         if isinstance(source, orm.RemoteData):
-            # The glob copy dereferences the model.ckpt.pt symlink: it becomes the newest checkpoint itself.
-            return ['model.ckpt*.pt', 'checkpoint', *extra], CHECKPOINT
+            # The glob copy dereferences a model.ckpt.pt symlink: it becomes the newest checkpoint itself.
+            return [backend.checkpoint_glob, 'checkpoint', *extra], backend.checkpoint
         names = source.base.repository.list_object_names()
-        if 'checkpoint' in names:
-            checkpoint = source.get_object_content('checkpoint', mode='r').strip().split('/')[-1]
-        else:
-            checkpoint = CHECKPOINT
-        if checkpoint not in names:
+        checkpoint = backend.checkpoint
+        if 'checkpoint' in names:  # both backends name the newest checkpoint there (TensorFlow: a protobuf text)
+            content = source.get_object_content('checkpoint', mode='r').strip().splitlines()[0]
+            checkpoint = content.split(':', 1)[-1].strip().strip('"').split('/')[-1]
+        files = backend.checkpoint_files(names, checkpoint)
+        if not files:
             raise ValueError(f'`restart_from` FolderData<{source.pk}> holds no checkpoint `{checkpoint}`')
-        return [checkpoint, *[name for name in extra if name in names]], checkpoint
+        return [*files, *(['checkpoint'] if 'checkpoint' in names else []), *[n for n in extra if n in names]], checkpoint
 
     def _codeinfo(self, cmdline: list[str], log: str) -> datastructures.CodeInfo:
         codeinfo = datastructures.CodeInfo()

@@ -1,4 +1,4 @@
-"""``DeepPotentialData``: a frozen DeePMD-kit model (PyTorch ``.pth``) with its metadata as attributes."""
+"""``DeepPotentialData``: a frozen DeePMD-kit model (TensorFlow ``.pb`` or PyTorch ``.pth``) with its metadata."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import typing as t
 
 from aiida import orm
 
-SUFFIX = '.pth'  # deepmd picks the backend from the suffix: a frozen PyTorch model must keep it
+from ..backends import BACKENDS, Backend, backend_of_file
 
 
 class DeepPotentialData(orm.SinglefileData):
-    """A frozen DeePMD model file (``.pth``).
+    """A frozen DeePMD model file: ``.pb`` (TensorFlow) or ``.pth`` (PyTorch); deepmd picks the backend by suffix.
 
     Attributes read from the model itself: ``type_map``, ``rcut`` and, when the model's definition script has
-    it, ``descriptor_type``; plus ``model_size`` (bytes), ``deepmd_version`` and ``compressed``.
+    it, ``descriptor_type``; plus ``backend`` (``tf`` | ``pt``), ``model_size`` (bytes), ``deepmd_version`` and
+    ``compressed``.
     """
 
     def __init__(
@@ -30,19 +31,17 @@ class DeepPotentialData(orm.SinglefileData):
         descriptor_type: str | None = None,
         **kwargs,
     ):
-        """:param file: path or binary stream of a frozen ``.pth`` model.
-        :param filename: name in the repository (must end with ``.pth``; default: the file's name or ``model.pth``).
+        """:param file: path or binary stream of a frozen model (``.pb`` or ``.pth``).
+        :param filename: name in the repository (its suffix says the backend; default: the file's name).
         :param compressed: whether the model was made by ``dp compress``.
         :param descriptor_type: used when the model does not tell its descriptor type itself.
         """
         if filename is None:
             name = getattr(file, 'name', None) if not isinstance(file, (str, pathlib.Path)) else file
-            filename = pathlib.Path(name).name if name and str(name).endswith(SUFFIX) else f'model{SUFFIX}'
-        if not str(filename).endswith(SUFFIX):
-            raise ValueError(
-                f'a frozen PyTorch DeePMD model must be named *{SUFFIX} (deepmd picks its backend by suffix), '
-                f'got {filename}'
-            )
+            if not name:
+                raise ValueError('give `filename` (model.pb or model.pth) for a stream without a name')
+            filename = pathlib.Path(name).name
+        backend_of_file(filename)  # raises, naming the suffixes deepmd accepts
         super().__init__(file, filename=filename, **kwargs)
         self._read_metadata(compressed, descriptor_type)
 
@@ -58,6 +57,7 @@ class DeepPotentialData(orm.SinglefileData):
             with contextlib.suppress(Exception):  # the definition script is not reachable for every backend
                 descriptor_type = pot.deep_eval.get_model_def_script()['descriptor']['type']
             size = os.path.getsize(path)
+        self.base.attributes.set('backend', backend_of_file(self.filename).name)
         self.base.attributes.set('type_map', type_map)
         self.base.attributes.set('rcut', rcut)
         self.base.attributes.set('descriptor_type', descriptor_type)
@@ -77,13 +77,19 @@ class DeepPotentialData(orm.SinglefileData):
     def descriptor_type(self) -> str | None:
         return self.base.attributes.get('descriptor_type')
 
+    # not `backend`: Node.backend is the storage backend of the node
+    @property
+    def deepmd_backend(self) -> Backend:
+        """deepmd-kit's backend of the model (``.name`` ``tf`` or ``pt``, ``.flag``, ``.suffix``), by its suffix."""
+        return BACKENDS[self.base.attributes.get('backend', None) or backend_of_file(self.filename).name]
+
     @property
     def compressed(self) -> bool:
         return self.base.attributes.get('compressed')
 
     @contextlib.contextmanager
     def as_model_path(self) -> t.Iterator[pathlib.Path]:
-        """A temporary copy of the model on disk, with its ``.pth`` name (removed on exit)."""
+        """A temporary copy of the model on disk, with its own name and suffix (removed on exit)."""
         with tempfile.TemporaryDirectory() as tmp:
             yield pathlib.Path(self.export(tmp))
 

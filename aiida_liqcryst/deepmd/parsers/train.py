@@ -10,12 +10,13 @@ import numpy as np
 from aiida import orm
 from aiida.parsers import Parser
 
+from ..backends import BACKENDS
+from ..calculations.train import training_backend
 from ..data.potential import DeepPotentialData
 from .lcurve import loss_decreased, read_lcurve
 from .test import read_summary
 
 NAN_MARKERS = ('NaN detected', 'Non-finite gradient norm')
-FINISHED_MARKER = 'Trained model has been saved to'
 TIMESTAMP = re.compile(r'^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]', re.MULTILINE)
 
 
@@ -48,6 +49,7 @@ class DeepmdTrainParser(Parser):
         retrieved = self.retrieved
         names = retrieved.base.repository.list_object_names()
         log = retrieved.get_object_content('train.log', mode='r') if 'train.log' in names else ''
+        backend = BACKENDS[training_backend(self.node)]
         parameters = self.node.inputs.parameters.get_dict()
         numb_steps = parameters.get('training', {}).get('numb_steps')
 
@@ -67,7 +69,7 @@ class DeepmdTrainParser(Parser):
 
         if any(marker in log for marker in NAN_MARKERS):
             return self.exit_codes.ERROR_NAN_LOSS
-        finished = FINISHED_MARKER in log
+        finished = backend.finished in log
         if not finished:
             if 'Traceback' in log:  # dp raised: a crash, not a kill (a killed job leaves no traceback)
                 return self.exit_codes.ERROR_TRAINING_FAILED.format(reason=log.strip().splitlines()[-1][:500])
@@ -82,15 +84,19 @@ class DeepmdTrainParser(Parser):
 
         temporary = pathlib.Path(kwargs.get('retrieved_temporary_folder') or '.')
         compress = self.node.inputs.compress.value
-        model = temporary / ('model_compressed.pth' if compress else 'model.pth')
-        if not (temporary / 'model.pth').is_file():
-            return self.exit_codes.ERROR_MISSING_OUTPUT.format(filename='model.pth (dp freeze failed: see freeze.log)')
+        model = temporary / (backend.compressed_model if compress else backend.model)
+        if not (temporary / backend.model).is_file():
+            return self.exit_codes.ERROR_MISSING_OUTPUT.format(
+                filename=f'{backend.model} (dp freeze failed: see freeze.log)'
+            )
         if compress and not model.is_file():
             return self.exit_codes.ERROR_COMPRESS
         self.out('potential', DeepPotentialData(str(model), filename=model.name, compressed=compress))
 
         summary = summarize(curve)
-        summary.update({'numb_steps': numb_steps, 'wall_time': log_wall_time(log), 'compressed': compress})
+        summary.update({
+            'numb_steps': numb_steps, 'wall_time': log_wall_time(log), 'compressed': compress, 'backend': backend.name,
+        })
         if 'test' in self.node.inputs and self.node.inputs.test.value:
             errors = read_summary(retrieved.get_object_content('test.log', mode='r')) if 'test.log' in names else {}
             if 'rmse_f' in errors:
