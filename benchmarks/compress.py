@@ -3,7 +3,7 @@
     verdi -p liqcryst run benchmarks/compress.py <ExploreMDCalculation PK> [--steps 2000] [--repeats 2] [--json out.json]
 
 Takes a finished ExploreMDCalculation (e.g. one of the demo loop's last iteration): compresses each model of its
-ensemble with ``dp --pt compress`` (the ``dp`` code's executable and environment), then runs the very LAMMPS input
+ensemble with ``dp compress`` of the models' own backend (the ``dp`` code's executable and environment), then runs the very LAMMPS input
 it wrote for ``steps`` MD steps, bare, in the ``lmp`` code's environment: with the models as they are and with the
 compressed ones under the same file names, ``repeats`` times each, alternating (the fastest run of each counts).
 Accuracy: both versions of every model predict the frames the models were trained on; the table gives the energy
@@ -70,19 +70,20 @@ def benchmark(calc: orm.CalcJobNode, steps: int, repeats: int = 2) -> dict:
     dp = orm.load_code('dp@localhost')
     lmp = calc.inputs.code
     source = pathlib.Path(calc.outputs.remote_folder.get_remote_path())
-    models = sorted(p.name for p in source.iterdir() if p.suffix == '.pth')
+    backend = calc.inputs.potentials[sorted(calc.inputs.potentials)[0]].deepmd_backend
+    models = sorted(p.name for p in source.iterdir() if p.suffix == backend.suffix)
     with tempfile.TemporaryDirectory() as tmp:
         plain, packed = pathlib.Path(tmp, 'plain'), pathlib.Path(tmp, 'compressed')
         for folder in (plain, packed):
             folder.mkdir()
             for path in source.iterdir():
-                if path.suffix in ('.pth', '.lammps', '.data'):
+                if path.suffix in (backend.suffix, '.lammps', '.data'):
                     shutil.copy(path, folder)
             script = (folder / 'input.lammps').read_text()
             (folder / 'input.lammps').write_text(re.sub(r'^run\s+\d+', f'run {steps}', script, flags=re.MULTILINE))
         compress_seconds = 0.0
         for name in models:
-            compress_seconds += run_with_code(dp, f'--pt compress -i {name} -o c_{name}', packed)
+            compress_seconds += run_with_code(dp, f'{backend.flag} compress -i {name} -o c_{name}', packed)
             (packed / f'c_{name}').replace(packed / name)
         # alternate the two and keep each one's fastest run: the first run of all also warms the file cache
         seconds = {'original': float('inf'), 'compressed': float('inf')}
@@ -96,7 +97,7 @@ def benchmark(calc: orm.CalcJobNode, steps: int, repeats: int = 2) -> dict:
     natoms = len(calc.inputs.structure.sites)
     rate = lambda s: round(natoms * steps / s / 1000, 2)  # noqa: E731
     return {
-        'calculation': calc.pk, 'atoms': natoms, 'steps': steps, 'models': len(models), 'repeats': repeats,
+        'calculation': calc.pk, 'backend': backend.name, 'atoms': natoms, 'steps': steps, 'models': len(models), 'repeats': repeats,
         'compress_seconds_per_model': round(compress_seconds / len(models), 1),
         'seconds': {k: round(v, 1) for k, v in seconds.items()},
         'katom_steps_per_s': {k: rate(v) for k, v in seconds.items()},

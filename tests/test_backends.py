@@ -131,6 +131,7 @@ def test_fine_tuning_across_backends_refused(chain, codes, sio2_dataset):
 
 
 def test_unknown_backend_and_suffix_refused(codes, sio2_dataset, tmp_path):
+    """Unknown backends, unknown model suffixes and checkpoint settings TensorFlow would not save with."""
     with pytest.raises(ValueError, match='unknown deepmd-kit backend'):
         TrainEnsembleWorkChain.get_builder_from_protocol(
             codes['dp'], sio2_dataset, protocol='demo', overrides={'backend': 'jax'}
@@ -141,6 +142,12 @@ def test_unknown_backend_and_suffix_refused(codes, sio2_dataset, tmp_path):
         run_get_node(
             DeepmdTrainCalculation, code=codes['dp'], datasets={'melt': sio2_dataset},
             parameters=orm.Dict(TINY_PARAMETERS), seed=orm.Int(1), backend=orm.Str('tensorflow'),
+        )
+    parameters = {**TINY_PARAMETERS, 'training': {**TINY_PARAMETERS['training'], 'disp_freq': 12, 'save_freq': 50}}
+    with pytest.raises(ValueError, match=r'save_freq` \(50\) must be a multiple of `disp_freq` \(12\)'):
+        run_get_node(
+            DeepmdTrainCalculation, code=codes['dp'], datasets={'melt': sio2_dataset},
+            parameters=orm.Dict(parameters), seed=orm.Int(1), backend=orm.Str('tf'),
         )
     model = tmp_path / 'model.onnx'
     model.write_bytes(b'not a model')

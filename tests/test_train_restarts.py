@@ -11,15 +11,17 @@ from aiida.engine import run_get_node
 
 from aiida_liqcryst.deepmd.workflows.base import DeepmdTrainBaseWorkChain
 
-# Kills dp (a child of the job script named `dp`) as soon as it has written its first checkpoint, the way a
-# scheduler kills a job at its walltime. Only in a fresh run: a restart finds the copied `checkpoint` and runs on.
+# Kills dp (a child of the job script named `dp`) as soon as it has written its first complete checkpoint (TensorFlow
+# writes the .meta file last), the way a scheduler kills a job at its walltime. Only in a fresh run: a restart finds
+# the copied `checkpoint` and runs on.
 # Not `ulimit -t`: dp spends ~7 CPU seconds importing before its first step, so whether a CPU limit hits before
 # the first checkpoint, or after the last step, depends on the machine; this kill point does not.
 KILL_AFTER_FIRST_CHECKPOINT = """
 if [ ! -e checkpoint ]; then
   (
-    for _ in $(seq 2400); do [ -e checkpoint ] && break; sleep 0.05; done  # gives up after about 2 minutes
-    [ -e checkpoint ] || exit 0
+    saved() { ls model.ckpt-*.meta >/dev/null 2>&1; }
+    for _ in $(seq 2400); do saved && break; sleep 0.05; done  # gives up after about 2 minutes
+    saved || exit 0
     for stat in /proc/[0-9]*/stat; do
       read -r pid comm _ ppid _ < "$stat" 2>/dev/null || continue
       if [ "$ppid" = "$$" ] && [ "$comm" = "(dp)" ]; then kill -KILL "$pid"; fi

@@ -43,6 +43,22 @@ class Backend:
     def compressed_model(self) -> str:
         return f'model_compressed{self.suffix}'
 
+    def relink_newest_checkpoint(self) -> str:
+        """Shell lines run before a restart: point ``model.ckpt.*`` at the newest complete checkpoint.
+
+        TensorFlow writes ``model.ckpt-<step>.{index,data-*}``, then the ``checkpoint`` file, then ``.meta`` (which
+        deepmd's restart reads), and only then links ``model.ckpt.*`` to them: a job killed in between leaves the
+        links missing or one save behind. (PyTorch writes one file and moves its link at once: nothing to do.)
+        """
+        if self.name != 'tf':
+            return ''
+        return (
+            f'newest=$(ls {self.checkpoint}-*.meta 2>/dev/null | sed \'s/\\.meta$//\' | sort -t- -k2 -n | tail -n 1)\n'
+            'if [ -n "$newest" ] && [ -e "$newest.index" ]; then\n'
+            f'  for file in "$newest".*; do ln -sf "$file" "{self.checkpoint}.${{file#"$newest".}}"; done\n'
+            'fi'
+        )
+
     def checkpoint_files(self, names: list[str], checkpoint: str) -> list[str]:
         """The files of checkpoint ``checkpoint`` among ``names`` (TensorFlow: one prefix, several files)."""
         if self.name == 'pt':

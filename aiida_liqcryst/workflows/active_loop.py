@@ -98,7 +98,8 @@ def validate_inputs(inputs, _):
         from aiida_liqcryst.deepmd.calculations.train import check_parameters
 
         merged = recursive_merge(parameters.get_dict(), inputs['reuse_parameters'].get_dict())
-        if (error := check_parameters(merged, {}, {})) is not None:
+        backend = inputs['train']['train']['train'].get('backend')
+        if (error := check_parameters(merged, {}, {}, *([backend.value] if backend is not None else []))) is not None:
             return f'`reuse_parameters` merged over `train.train.train.parameters`: {error}'
     return None
 

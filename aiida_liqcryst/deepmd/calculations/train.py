@@ -110,7 +110,7 @@ def make_input(parameters: dict, train_systems: list[str], valid_systems: list[s
     return cast_floats(deepmd_arguments(), config)
 
 
-def check_parameters(parameters: dict, datasets: dict, validation: dict) -> str | None:
+def check_parameters(parameters: dict, datasets: dict, validation: dict, backend: str = DEFAULT_BACKEND) -> str | None:
     """Why ``parameters`` cannot train on ``datasets``/``validation``, or None (deepmd's argcheck plus our checks)."""
     from deepmd.utils.argcheck import normalize
 
@@ -133,6 +133,15 @@ def check_parameters(parameters: dict, datasets: dict, validation: dict) -> str 
     numb_steps = parameters['training'].get('numb_steps')
     if numb_steps is not None and (not isinstance(numb_steps, int) or numb_steps <= 0):
         return f'`parameters.training.numb_steps` must be a positive integer, got {numb_steps}'
+    training = parameters['training']
+    disp_freq, save_freq = training.get('disp_freq', 1000), training.get('save_freq', 1000)  # deepmd's defaults
+    if backend == 'tf' and isinstance(disp_freq, int) and isinstance(save_freq, int) and save_freq % disp_freq:
+        # deepmd's TF trainer saves only at steps that are also display steps: otherwise no checkpoint is written
+        # (nothing to restart from, and a numb_steps that save_freq divides leaves `dp freeze` nothing to freeze)
+        return (
+            f'`parameters.training.save_freq` ({save_freq}) must be a multiple of `disp_freq` ({disp_freq}) with the '
+            'TensorFlow backend: it saves checkpoints only at display steps'
+        )
     config = make_input(parameters, system_paths(TRAIN_DIR, datasets), system_paths(VALID_DIR, validation), seed=1)
     try:
         normalize(config)
@@ -194,7 +203,7 @@ def validate_inputs(value, ctx=None):
         return f'`backend`: {error}'
     if 'restart_from' in value and (error := restart_backend_error(value['restart_from'], backend)) is not None:
         return error
-    return check_parameters(value['parameters'].get_dict(), datasets, dict(value.get('validation', {})))
+    return check_parameters(value['parameters'].get_dict(), datasets, dict(value.get('validation', {})), backend)
 
 
 class DeepmdTrainCalculation(CalcJob):
@@ -343,6 +352,8 @@ class DeepmdTrainCalculation(CalcJob):
         calcinfo.codes_run_mode = datastructures.CodeRunMode.SERIAL
         # `train && freeze && compress`: a killed or failed step must not be followed by the next one.
         calcinfo.prepend_text = 'set -e'
+        if 'restart_from' in self.inputs and isinstance(self.inputs.restart_from, orm.RemoteData):
+            calcinfo.prepend_text += '\n' + backend.relink_newest_checkpoint()
         calcinfo.local_copy_list = local_copy_list
         calcinfo.remote_copy_list = remote_copy_list
         calcinfo.retrieve_list = [
