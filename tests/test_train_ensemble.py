@@ -52,6 +52,13 @@ def test_protocols_and_paper_parameters(sio2_dataset, codes):
     builder = TrainEnsembleWorkChain.get_builder_from_protocol(codes['dp'], sio2_dataset, protocol='paper')
     assert builder.train.train.parameters['model']['type_map'] == sio2_dataset.type_map
     assert builder.seeds.get_list() == [0, 1, 2, 3]
+    # the fast path on CPUs (benchmarks/README.md, Backends): TensorFlow, compressed models for production-size MD
+    assert (builder.train.train.backend.value, builder.train.train.compress.value) == ('tf', True)
+    demo = TrainEnsembleWorkChain.get_builder_from_protocol(codes['dp'], sio2_dataset, protocol='demo')
+    assert (demo.train.train.backend.value, demo.train.train.compress.value) == ('tf', False)
+    gpu = TrainEnsembleWorkChain.get_builder_from_protocol(codes['dp'], sio2_dataset, protocol='paper',
+                                                           overrides={'backend': 'pt'})
+    assert gpu.train.train.backend.value == 'pt'
     with pytest.raises(ValueError, match='unknown protocol `fast`'):
         TrainEnsembleWorkChain.get_builder_from_protocol(codes['dp'], sio2_dataset, protocol='fast')
 
