@@ -3,9 +3,9 @@
 One place for what differs between TensorFlow and PyTorch; everything else (``input.json``, the learning curve,
 ``dp test``'s summary, NaN detection, LAMMPS' ``pair_style deepmd``) is the same for both.
 
-On this machine's kind of CPU (2 cores, one thread per job) TensorFlow is the fast path: measured 2026-12-04 on
-the demo's data, training 0.021 vs 0.039 s per batch (quiet machine) and a 4-model LAMMPS exploration 5× faster
-(benchmarks/README.md). On GPUs users may prefer PyTorch: the backend is an input of every training.
+On this machine's kind of CPU (2 cores, one thread per job) TensorFlow is the fast path: measured 2026-12-04
+(quiet machine, demo network, 24 atoms) training 0.0093 vs 0.0407 s per batch and a 4-model LAMMPS exploration 4.0x
+faster, 6.6x with compressed TensorFlow models (benchmarks/README.md, "Backends"). On GPUs users may prefer PyTorch: the backend is an input of every training.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class Backend:
     :param suffix: of a frozen model (deepmd picks the backend from it when it loads a model).
     :param checkpoint: the checkpoint name deepmd points at the newest one (``dp train --restart <it>``).
     :param checkpoint_glob: files of the checkpoints in a training folder (what a restart copies).
+    :param checkpoint_marker: how one file of each checkpoint ends (tells the backend of a folder of checkpoints).
     :param finished: a line of ``dp train``'s log written only after a successful end.
     """
 
@@ -32,6 +33,7 @@ class Backend:
     suffix: str
     checkpoint: str
     checkpoint_glob: str
+    checkpoint_marker: str
     finished: str
 
     @property
@@ -69,15 +71,13 @@ class Backend:
 BACKENDS = {
     'tf': Backend(
         name='tf', title='TensorFlow', flag='--tf', suffix='.pb', checkpoint='model.ckpt',
-        checkpoint_glob='model.ckpt*', finished='finished training',
+        checkpoint_glob='model.ckpt*', checkpoint_marker='.index', finished='finished training',
     ),
     'pt': Backend(
         name='pt', title='PyTorch', flag='--pt', suffix='.pth', checkpoint='model.ckpt.pt',
-        checkpoint_glob='model.ckpt*.pt', finished='Trained model has been saved to',
+        checkpoint_glob='model.ckpt*.pt', checkpoint_marker='.pt', finished='Trained model has been saved to',
     ),
 }
-# a TensorFlow checkpoint is an index + data (+ meta) triple; a PyTorch one a single .pt file
-CHECKPOINT_MARKERS = {'tf': '.index', 'pt': '.pt'}
 DEFAULT_BACKEND = 'tf'  # the faster one on CPUs (see the module docstring)
 
 
@@ -107,7 +107,7 @@ def backend_of_file(filename: str | pathlib.Path) -> Backend:
 
 def backend_of_checkpoints(names) -> str | None:
     """The backend whose checkpoints are among the file ``names`` of a training folder, or None."""
-    for name, marker in CHECKPOINT_MARKERS.items():
-        if any(n.startswith('model.ckpt') and n.endswith(marker) for n in names):
-            return name
+    for backend in BACKENDS.values():
+        if any(n.startswith('model.ckpt') and n.endswith(backend.checkpoint_marker) for n in names):
+            return backend.name
     return None

@@ -95,11 +95,11 @@ def validate_inputs(inputs, _):
     parameters = inputs.get('train', {}).get('train', {}).get('train', {}).get('parameters')
     if 'reuse_parameters' in inputs and parameters is not None:
         # checked now, not when the second iteration submits its training
-        from aiida_liqcryst.deepmd.calculations.train import check_parameters
+        from aiida_liqcryst.deepmd.calculations.train import check_parameters, input_backend
 
         merged = recursive_merge(parameters.get_dict(), inputs['reuse_parameters'].get_dict())
-        backend = inputs['train']['train']['train'].get('backend')
-        if (error := check_parameters(merged, {}, {}, *([backend.value] if backend is not None else []))) is not None:
+        backend = input_backend(inputs['train']['train']['train'])
+        if (error := check_parameters(merged, {}, {}, backend)) is not None:
             return f'`reuse_parameters` merged over `train.train.train.parameters`: {error}'
     return None
 

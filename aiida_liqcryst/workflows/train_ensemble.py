@@ -9,7 +9,7 @@ from aiida.engine import WorkChain, calcfunction
 from aiida.plugins import WorkflowFactory
 
 from aiida_liqcryst.deepmd.backends import DEFAULT_BACKEND, get_backend
-from aiida_liqcryst.deepmd.calculations.train import restart_backend_error
+from aiida_liqcryst.deepmd.calculations.train import input_backend, restart_backend_error
 from aiida_liqcryst.protocols import ProtocolMixin
 
 DeepmdTrainBaseWorkChain = WorkflowFactory('liqcryst.deepmd.train_base')
@@ -35,11 +35,10 @@ def validate_inputs(inputs, _):
         unknown = sorted(set(init_models) - allowed)
         if unknown:
             return f'`init_models`: keys {unknown} match no model; allowed keys are {sorted(allowed)}'
-    backend = inputs.get('train', {}).get('train', {}).get('backend')
-    backend = backend.value if backend is not None else DEFAULT_BACKEND
+    backend = input_backend(inputs.get('train', {}).get('train', {}))
     for key, folder in sorted(init_models.items()):
-        if (error := restart_backend_error(folder, backend)) is not None:
-            return f'`init_models.{key}`: {error.replace("`restart_from` holds", "holds")}'
+        if (error := restart_backend_error(folder, backend, name=f'init_models.{key}')) is not None:
+            return error
     return None
 
 

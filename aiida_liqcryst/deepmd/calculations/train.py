@@ -168,8 +168,14 @@ def training_backend(node) -> str:
     return node.inputs.backend.value if 'backend' in node.inputs else 'pt'
 
 
-def restart_backend_error(folder, backend: str) -> str | None:
-    """Why the checkpoints in ``folder`` cannot start a ``backend`` training (made by the other backend), or None."""
+def input_backend(inputs) -> str:
+    """The backend a mapping of DeepmdTrainCalculation inputs asks for (its default when it names none)."""
+    backend = inputs.get('backend')
+    return backend.value if backend is not None else DEFAULT_BACKEND
+
+
+def restart_backend_error(folder, backend: str, name: str = 'restart_from') -> str | None:
+    """Why the checkpoints in ``folder`` (the input ``name``) cannot start a ``backend`` training, or None."""
     creator = folder.creator
     if creator is not None and creator.process_type == f'aiida.calculations:{ENTRY_POINT}':
         theirs = training_backend(creator)
@@ -179,7 +185,7 @@ def restart_backend_error(folder, backend: str) -> str | None:
         return None  # a remote folder of unknown origin: dp itself will say if it cannot read the checkpoint
     if theirs is not None and theirs != backend:
         return (
-            f'`restart_from` holds {BACKENDS[theirs].title} checkpoints but `backend` is `{backend}`: set `backend` '
+            f'`{name}` holds {BACKENDS[theirs].title} checkpoints but `backend` is `{backend}`: set `backend` '
             f'to `{theirs}` to continue from them, or train from scratch (checkpoints do not cross backends)'
         )
     return None
@@ -198,7 +204,7 @@ def validate_inputs(value, ctx=None):
         return None  # required ports report their own absence
     if 'restart_mode' in value and value['restart_mode'].value not in RESTART_MODES:
         return f'`restart_mode` must be one of {sorted(RESTART_MODES)}, got `{value["restart_mode"].value}`'
-    backend = value['backend'].value if 'backend' in value else DEFAULT_BACKEND
+    backend = input_backend(value)
     if (error := backend_error(backend)) is not None:
         return f'`backend`: {error}'
     if 'restart_from' in value and (error := restart_backend_error(value['restart_from'], backend)) is not None:
