@@ -101,15 +101,16 @@ def test_candidates_labeled(chain):
     assert label.outputs.dataset.nframes == len(candidates)
 
 
-def test_mixed_ensemble_refused(chain, codes, melt_frames, request):
+def test_mixed_ensemble_refused(ensemble, codes, melt_frames, tmp_path):
     """An ExploreMD ensemble with a TensorFlow and a PyTorch model is refused, naming the fix."""
-    backend, train, _, _ = chain
-    other = [n for n in orm.QueryBuilder().append(DeepPotentialData).all(flat=True) if n.deepmd_backend.name != backend]
-    if not other:
-        pytest.skip('the other backend has not trained yet in this session (runs for the second parameter)')
+    from .test_bad_inputs import untrained_model
+
+    tf_model = ensemble.outputs.potentials.model_0  # the shared ensemble trains with the default backend
+    pt_model = DeepPotentialData(str(untrained_model(tmp_path / 'model.pth', seed=1)))
+    assert (tf_model.deepmd_backend.name, pt_model.deepmd_backend.name) == ('tf', 'pt')
     builder = ExploreMDWorkChain.get_builder()
     builder.code = codes['lmp']
-    builder.potentials = {'m0': train.outputs.potentials.model_0, 'm1': other[0]}
+    builder.potentials = {'m0': tf_model, 'm1': pt_model}
     builder.structures = {'melt': orm.StructureData(ase=melt_frames[1][0])}
     builder.conditions = orm.List([CONDITION])
     builder.eps_lo, builder.eps_hi = orm.Float(0.1), orm.Float(1.0)
