@@ -8,6 +8,8 @@ from aiida import orm
 from aiida.engine import run_get_node
 from aiida.plugins import WorkflowFactory
 
+from aiida_liqcryst.workflows.active_loop import INITIAL_LABELS_LINK
+
 
 def load_codes(computer: str = 'localhost') -> dict:
     return {label: orm.load_code(f'{label}@{computer}') for label in ('dp', 'lmp', 'oracle')}
@@ -41,7 +43,7 @@ def validate(loop: orm.WorkflowNode, codes: dict, echo=print, frames: int = 12) 
     builder.potential = potentials['model_0']
     builder.dp_code = codes['dp']
     builder.md.code = codes['lmp']
-    initial_labels = loop.base.links.get_outgoing(link_label_filter='initial_labels').one().node
+    initial_labels = loop.base.links.get_outgoing(link_label_filter=INITIAL_LABELS_LINK).one().node
     # where the loop's explorations started: the last reference MD frame of each random packing
     builder.md.structures = equilibrated_starts(initial_labels, dict(initial_labels.inputs.structures.items()))
     builder.md.conditions = orm.List(conditions_for(stage, seed=12345))  # other seeds than the loop's
@@ -178,4 +180,25 @@ def run_demo(protocol: str = 'demo', echo=print, with_crystals: bool = True, out
         crystals(node, codes, echo, output=output)
         search(node, codes, echo, output=output)
     echo(f'demo finished in {(time.time() - start) / 60:.1f} min')
+    return node
+
+
+def run_study(protocol: str = 'study', echo=print, output: str = 'liqcryst-study') -> orm.WorkflowNode:
+    """Run the transfer study (``StudyWorkChain``) with the oracle on the current profile, then write its report,
+    figures and headline JSON into ``output`` from the graph (``aiida-liqcryst report PK`` does the same later)."""
+    from aiida_liqcryst.report import study_report
+
+    StudyWorkChain = WorkflowFactory('liqcryst.study')
+    codes = load_codes()
+    codes['engine'] = codes['oracle']
+    codes['ase'] = orm.load_code('ase@localhost')
+    builder = StudyWorkChain.get_builder_from_protocol(codes, {'Si': 1, 'O': 2}, engine='oracle', protocol=protocol)
+    echo(f'running the transfer study (protocol {protocol}): held-out melt, LP and HP loops, crystals, searches; '
+         '`verdi process list` in another shell shows its steps')
+    start = time.time()
+    _, node = run_get_node(builder)
+    echo(f'StudyWorkChain <{node.pk}> finished in {(time.time() - start) / 60:.1f} min, exit status {node.exit_status}')
+    if not node.is_finished_ok:
+        echo(f'`verdi process report {node.pk}` tells why it failed; what finished is in the graph')
+    study_report(node, output=output, echo=echo)
     return node

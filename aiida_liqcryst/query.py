@@ -20,6 +20,8 @@ import re
 from aiida import orm
 from aiida.common.links import LinkType
 
+from aiida_liqcryst.workflows.active_loop import INITIAL_LABELS_LINK
+
 ACTIVE_LOOP = 'aiida.workflows:liqcryst.active_loop'
 LABEL = 'aiida.workflows:liqcryst.label'
 EOS_SCAN = 'aiida.workflows:liqcryst.eos_scan'
@@ -268,7 +270,7 @@ def labeled_frames(loop, iteration: int | None = None, include_initial: bool = F
         if (match := LABEL_LINK.match(link)) is not None:
             if iteration is None or int(match['iteration']) == iteration:
                 labelings[pk] = int(match['iteration'])
-        elif link == 'initial_labels' and include_initial and iteration is None:
+        elif link == INITIAL_LABELS_LINK and include_initial and iteration is None:
             labelings[pk] = None
     return _frame_rows(_builds_of(labelings), identifier)
 

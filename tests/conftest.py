@@ -129,14 +129,41 @@ def tiny_overrides(**extra):
     return overrides
 
 
+# the reference melt of the held-out set: 2 packings x 2 temperatures, 10 relaxation + 12 MD steps, frames at 8 and 12
+TINY_MELT = {
+    'densities': [2.3, 3.0],
+    'temperatures': [3000, 4000],
+    'batch_size': 2,
+    'settings': {'oracle': {'relax_steps': 10, 'md': {'steps': 12, 'temperature': 3000, 'timestep': 1.0, 'every': 4, 'skip': 4}}},
+}
+# the tiny loop's production training: one tiny model, started from the final ensemble's model_0
+TINY_PRODUCTION = {'protocol': 'demo', 'reuse': True, 'overrides': {'parameters': TINY_PARAMETERS, 'number_of_models': 1}}
+
+
 @pytest.fixture(scope='session')
-def tiny_loop(codes):
-    """One finished tiny ActiveLoopWorkChain (``tiny_overrides``), shared by the loop, query and archive tests."""
+def holdout_set(codes):
+    """A finished tiny ReferenceMeltWorkChain (``TINY_MELT``): held-out frames from the oracle's own MD."""
+    from aiida.engine import run_get_node
+
+    from aiida_liqcryst.workflows.reference_melt import ReferenceMeltWorkChain
+
+    builder = ReferenceMeltWorkChain.get_builder_from_protocol(codes['oracle'], COMPOSITION, protocol='demo', overrides=TINY_MELT)
+    _, node = run_get_node(builder)
+    return node
+
+
+@pytest.fixture(scope='session')
+def tiny_loop(codes, holdout_set):
+    """One finished tiny ActiveLoopWorkChain (``tiny_overrides``), scored on ``holdout_set`` every iteration and
+    ended by a production training; shared by the loop, query and archive tests."""
     from aiida.engine import run_get_node
 
     from aiida_liqcryst.workflows.active_loop import ActiveLoopWorkChain
 
     codes = {**codes, 'engine': codes['oracle']}
-    builder = ActiveLoopWorkChain.get_builder_from_protocol(codes, COMPOSITION, engine='oracle', protocol='demo', overrides=tiny_overrides())
+    builder = ActiveLoopWorkChain.get_builder_from_protocol(
+        codes, COMPOSITION, engine='oracle', protocol='demo', overrides=tiny_overrides(production=TINY_PRODUCTION),
+        holdout=holdout_set.outputs.dataset,
+    )
     _, node = run_get_node(builder)
     return node

@@ -1,5 +1,6 @@
 """ActiveLoopWorkChain end to end with real dp, lmp and the oracle: 2 iterations of a tiny protocol."""
 
+import numpy as np
 import pytest
 from aiida import orm
 from aiida.engine import run_get_node
@@ -128,6 +129,10 @@ def test_convergence_only_at_the_last_stage():
     # no candidates for `patience` explorations
     assert convergence_reason([0.5], 0, 1, at_last_stage=True, **kwargs) is None
     assert convergence_reason([0.5], 0, 2, at_last_stage=True, **kwargs) == 'converged: no candidates in 2 iteration(s)'
+    # ... unless the frames without candidates are mostly beyond eps_hi: nothing to label, but not converged
+    assert convergence_reason([0.5], 0, 2, at_last_stage=True, failed=[0.05], **kwargs).startswith('converged')
+    assert convergence_reason([0.1], 0, 2, at_last_stage=True, failed=[0.9], **kwargs).startswith('stalled')
+    assert 'NOT converged' in convergence_reason([0.1], 0, 2, at_last_stage=True, failed=[0.9], **kwargs)
     assert convergence_reason([0.5], 0, 2, at_last_stage=False, **kwargs) is None
     assert convergence_reason([], 0, 0, at_last_stage=True, **kwargs) is None
 
@@ -185,3 +190,45 @@ def test_validation_on_fresh_liquid_frames(loop, codes):
     assert sorted(reference) == pytest.approx(sorted(f['energy'] / len(f['symbols']) for f in frames))
     with node.outputs.parity_plot.as_path() as path:
         assert path.stat().st_size > 10_000
+
+
+def test_every_iteration_is_scored_on_the_held_out_set(loop, holdout_set):
+    """Each iteration's ensemble is tested (dp test) on the reference's own MD frames, which it never trained on."""
+    from aiida_liqcryst.workflows.train_ensemble import HOLDOUT_LINK
+
+    holdout = holdout_set.outputs.dataset
+    for row in loop.outputs.iterations.get_list():
+        ensemble = loop.base.links.get_outgoing(link_label_filter=f'train_{row["iteration"]}').one().node
+        assert ensemble.inputs.holdout.uuid == holdout.uuid
+        errors = []
+        for key, potential in ensemble.outputs.potentials.items():
+            test = ensemble.base.links.get_outgoing(link_label_filter=HOLDOUT_LINK.format(key=key)).one().node
+            assert test.inputs.dataset.uuid == holdout.uuid and test.inputs.potential.uuid == potential.uuid
+            errors.append((test.outputs.output_parameters['rmse_e_per_atom'], test.outputs.output_parameters['rmse_f']))
+            assert test.outputs.output_parameters['nframes'] == holdout.nframes
+            # the held-out frames are not training data
+            training = potential.creator
+            assert holdout.uuid not in {d.uuid for d in training.inputs.datasets.values()}
+        mean_e, mean_f = np.mean(errors, axis=0)
+        assert row['rmse_e_holdout'] == pytest.approx(mean_e) and row['rmse_f_holdout'] == pytest.approx(mean_f)
+        assert 0 < row['rmse_f_holdout'] < 50
+
+
+def test_production_model_trains_on_the_final_dataset(loop, holdout_set):
+    from aiida_liqcryst.workflows.active_loop import PRODUCTION_LINK
+
+    from .conftest import TINY_PARAMETERS
+
+    production = loop.base.links.get_outgoing(link_label_filter=PRODUCTION_LINK).one().node
+    assert production.is_finished_ok
+    assert sorted(loop.outputs.production) == ['model_0', 'summary']
+    calc = loop.outputs.production.model_0.creator
+    assert calc.inputs.datasets.data.uuid == loop.outputs.dataset.uuid
+    # started from the final ensemble's model_0 (reuse), with the production protocol's parameters
+    assert calc.inputs.restart_mode.value == 'init_model'
+    assert calc.inputs.restart_from.uuid == loop.outputs.potentials.model_0.creator.outputs.remote_folder.uuid
+    assert calc.inputs.parameters['training']['numb_steps'] == TINY_PARAMETERS['training']['numb_steps']
+    summary = loop.outputs.production.summary.get_dict()
+    assert summary['number_of_models'] == 1
+    assert summary['models']['model_0']['nframes_holdout'] == holdout_set.outputs.dataset.nframes
+    assert summary['rmse_f_holdout_mean'] == pytest.approx(summary['models']['model_0']['rmse_f_holdout'])

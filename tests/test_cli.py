@@ -39,7 +39,7 @@ def test_setup_creates_embedded_profile_and_codes(fresh_setup):
     from aiida_liqcryst.cli.setup import CACHED_CALCULATIONS
 
     assert set(CACHED_CALCULATIONS) <= set(profile['options']['caching.enabled_for'])
-    assert '[ok]      caching: labels (liqcryst.oracle, cp2k, vasp.vasp)' in output
+    assert '[ok]      caching: labels and ASE tasks (liqcryst.oracle, liqcryst.ase, cp2k, vasp.vasp)' in output
 
 
 def test_setup_is_idempotent_and_lmp_has_library_path(fresh_setup):

@@ -36,3 +36,38 @@ def demo_command(profile, protocol, crystals, output):
     for finding in setup(profile):
         click.echo(finding.line())
     run_demo(protocol=protocol, echo=click.echo, with_crystals=crystals, output=output)
+
+
+@cli.command('study')
+@click.option('--profile', default=None, help='Profile to run in (created when missing; default: the embedded one).')
+@click.option('--protocol', default='study', show_default=True, help='Protocol of the study (study.yaml: study, demo).')
+@click.option('--output', default='liqcryst-study', show_default=True, help='Folder for the figures, report.txt and study.json.')
+def study_command(profile, protocol, output):
+    """Run the transfer study (LP and HP loops, crystals, searches) and write its report from the graph.
+
+    The reference's labels and ASE tasks are cached (`aiida-liqcryst setup`): a second study on the same profile
+    gets the reference E(V) of the polymorphs and the held-out melt from the first."""
+    from aiida_liqcryst.cli.setup import setup
+    from aiida_liqcryst.demo import run_study
+
+    for finding in setup(profile):
+        click.echo(finding.line())
+    run_study(protocol=protocol, echo=click.echo, output=output)
+
+
+@cli.command('report')
+@click.argument('pk', type=int)
+@click.option('--profile', default=None, help='Profile of the study (default: the embedded one).')
+@click.option('--output', default=None, help='Also write the figures, report.txt and study.json into this folder.')
+def report_command(pk, profile, output):
+    """Tables, figures and headline figures of a finished StudyWorkChain, made from its provenance graph."""
+    from aiida import load_profile, orm
+
+    from aiida_liqcryst.cli.setup import EMBEDDED_PROFILE
+    from aiida_liqcryst.report import study_report
+
+    load_profile(profile or EMBEDDED_PROFILE, allow_switch=True)
+    node = orm.load_node(pk)
+    if getattr(node, 'process_label', None) != 'StudyWorkChain':
+        raise click.BadParameter(f'<{pk}> is a {type(node).__name__} ({getattr(node, "process_label", "")}), not a StudyWorkChain', param_hint='PK')
+    study_report(node, output=output, echo=click.echo)

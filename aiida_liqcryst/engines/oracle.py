@@ -72,7 +72,7 @@ ENERGY = 'oracle_energy'
 FORCES = 'oracle_forces'
 VIRIAL = 'oracle_virial'
 
-MD_DEFAULTS = {'friction': 0.01, 'seed': 0}  # friction in 1/fs
+MD_DEFAULTS = {'friction': 0.01, 'seed': 0, 'skip': 0}  # friction in 1/fs
 
 
 def validate_settings(settings: dict) -> str | None:
@@ -80,8 +80,9 @@ def validate_settings(settings: dict) -> str | None:
 
     Accepted keys: ``relax_steps`` (int >= 0) and ``fmax`` (float > 0, eV/Å) for a FIRE relaxation of the
     positions before labeling; ``md`` = {``steps``, ``every`` (ints > 0, every <= steps), ``temperature`` (K),
-    ``timestep`` (fs), optional ``friction`` (1/fs) > 0, ``seed`` (int)}: Langevin NVT MD whose frames every
-    ``every`` steps are labeled instead of the structure itself.
+    ``timestep`` (fs), optional ``friction`` (1/fs) > 0, ``seed`` (int), ``skip`` (steps of equilibration whose
+    frames are not kept, int >= 0, < steps)}: Langevin NVT MD whose frames every ``every`` steps (after ``skip``)
+    are labeled instead of the structure itself.
     """
     if not isinstance(settings, dict):
         return f'settings must be a dict, got {type(settings).__name__}'
@@ -99,9 +100,10 @@ def validate_settings(settings: dict) -> str | None:
         missing = {'steps', 'temperature', 'timestep', 'every'} - set(md)
         if missing:
             return f'md settings miss {sorted(missing)}'
-        unknown = set(md) - {'steps', 'temperature', 'timestep', 'every', 'friction', 'seed'}
+        unknown = set(md) - {'steps', 'temperature', 'timestep', 'every', 'friction', 'seed', 'skip'}
         if unknown:
-            return f'unknown md settings {sorted(unknown)}: allowed are steps, temperature, timestep, every, friction, seed'
+            return (f'unknown md settings {sorted(unknown)}: allowed are steps, temperature, timestep, every, friction, '
+                    'seed, skip')
         for name in ('steps', 'every'):
             if not _is_int(md[name], minimum=1):
                 return f'md.{name} must be a positive integer, got {md[name]!r}'
@@ -112,6 +114,9 @@ def validate_settings(settings: dict) -> str | None:
                 return f'md.{name} must be a positive number, got {md[name]!r}'
         if 'seed' in md and not _is_int(md['seed'], minimum=0):
             return f'md.seed must be an integer >= 0, got {md["seed"]!r}'
+        if 'skip' in md and not (_is_int(md['skip'], minimum=0) and md['skip'] + md['every'] <= md['steps']):
+            return (f'md.skip must be an integer >= 0 that leaves at least one frame (skip + every <= steps = '
+                    f'{md["steps"]}), got {md["skip"]!r}')
     return None
 
 
@@ -138,8 +143,9 @@ def _checked(label: dict, atoms: Atoms) -> dict:
 
 
 def md_frames(atoms: Atoms, steps: int, temperature: float, timestep: float, every: int, friction: float = 0.01,
-              seed: int = 0) -> list[tuple[Atoms, dict]]:
-    """Langevin NVT MD with the oracle; the frames at steps ``every``, ``2*every``, ... and their labels.
+              seed: int = 0, skip: int = 0) -> list[tuple[Atoms, dict]]:
+    """Langevin NVT MD with the oracle; the frames at steps ``every``, ``2*every``, ... after the first ``skip``
+    steps (equilibration), and their labels.
 
     :param temperature: K; ``timestep``: fs; ``friction``: 1/fs. Velocities from Maxwell-Boltzmann with ``seed``.
     """
@@ -154,8 +160,10 @@ def md_frames(atoms: Atoms, steps: int, temperature: float, timestep: float, eve
     Stationary(atoms)
     dyn = Langevin(atoms, timestep * units.fs, temperature_K=temperature, friction=friction / units.fs, rng=rng)
     frames = []
-    for _ in range(steps // every):
+    for index in range(steps // every):
         dyn.run(every)
+        if (index + 1) * every <= skip:
+            continue
         # the calculator results of the last step belong to the current positions: no re-evaluation
         label = {
             'energy': float(atoms.get_potential_energy()),
@@ -183,7 +191,7 @@ def label_entry(key: str, atoms: Atoms, settings: dict) -> list[tuple[str, Atoms
     if 'md' in settings:
         md = {**MD_DEFAULTS, **settings['md']}
         frames = md_frames(atoms, int(md['steps']), float(md['temperature']), float(md['timestep']), int(md['every']),
-                           float(md['friction']), int(md['seed']))
+                           float(md['friction']), int(md['seed']), int(md['skip']))
         return [(f'{key}_f{i}', frame, label) for i, (frame, label) in enumerate(frames)]
     plain = Atoms(atoms.get_chemical_symbols(), positions=atoms.get_positions(), cell=atoms.get_cell(),
                   pbc=atoms.get_pbc())

@@ -12,10 +12,15 @@ from aiida.plugins import WorkflowFactory
 from aiida_liqcryst.calcfunctions import random_melt
 from aiida_liqcryst.deepmd.calcfunctions import merge_datasets
 from aiida_liqcryst.protocols import ProtocolMixin, recursive_merge
+from aiida_liqcryst.workflows.train_ensemble import SUMMARY_KEYS  # noqa: E402
 
 TrainEnsembleWorkChain = WorkflowFactory('liqcryst.train_ensemble')
 ExploreMDWorkChain = WorkflowFactory('liqcryst.explore_md')
 LabelWorkChain = WorkflowFactory('liqcryst.label')
+
+# call link labels of the loop's sub-processes (readers import them)
+INITIAL_LABELS_LINK = 'initial_labels'
+PRODUCTION_LINK = 'production'
 
 STAGE_KEYS = {'temperatures', 'pressures', 'steps'}
 STAGE_DEFAULTS = {'ensemble': 'npt', 'timestep': 0.001, 'dump_every': 10, 'thermo_every': 10}
@@ -83,13 +88,17 @@ def validate_density(value, _):
     return None
 
 
-def validate_inputs(inputs, _):
+def validate_inputs(inputs, ctx):
     if 'initial_dataset' not in inputs and 'initial_label' not in inputs:
         return 'give either `initial_dataset` or the `initial_label` inputs that label the random melt packings'
     if 'max_iterations' in inputs and inputs['max_iterations'].value < 1:
         return '`max_iterations` must be >= 1'
     if 'accurate_threshold' in inputs and not 0 < inputs['accurate_threshold'].value <= 1:
         return '`accurate_threshold` must be in (0, 1]'
+    # (a parent that sets `train.holdout` itself excludes the port: then it is not ours to check)
+    holdout_port = ctx is None or 'holdout' in ctx.get('train', {})
+    if 'trust_from_holdout' in inputs and 'holdout' not in inputs.get('train', {}) and holdout_port:
+        return '`trust_from_holdout` sets the trust levels from the held-out error: give `train.holdout` too'
     if 'reuse_parameters' in inputs and not ('reuse_models' in inputs and inputs['reuse_models'].value):
         return '`reuse_parameters` applies only to fine-tuning: set `reuse_models` to True or leave it out'
     parameters = inputs.get('train', {}).get('train', {}).get('train', {}).get('parameters')
@@ -105,6 +114,21 @@ def validate_inputs(inputs, _):
 
 
 REUSE_SECTIONS = ('learning_rate', 'loss', 'training')
+
+
+def validate_trust_from_holdout(value, _):
+    if value is None:
+        return None
+    factors = value.get_dict()
+    if set(factors) != {'lo', 'hi'}:
+        return f'`trust_from_holdout` needs exactly the keys lo and hi (factors of the held-out force RMSE), got {sorted(factors)}'
+    try:
+        lo, hi = float(factors['lo']), float(factors['hi'])
+    except (TypeError, ValueError):
+        return f'`trust_from_holdout`: lo and hi must be numbers, got {factors}'
+    if not 0 < lo < hi:
+        return f'`trust_from_holdout` must satisfy 0 < lo < hi, got lo={lo}, hi={hi}'
+    return None
 
 
 def validate_reuse_parameters(value, _):
@@ -130,11 +154,14 @@ def tabulate_iterations(stop_reason: orm.Str, **nodes):
         row = rows.setdefault(int(index), {'iteration': int(index), 'labels_added': 0})
         if kind == 'summary':
             s = node.get_dict()
-            for name in ('rmse_e_trn', 'rmse_f_trn', 'rmse_e_val', 'rmse_f_val', 'rmse_e_dataset', 'rmse_f_dataset'):
+            for name in SUMMARY_KEYS:
                 if f'{name}_mean' in s:
                     row[name] = s[f'{name}_mean']
         elif kind == 'exploration':
             row['conditions'] = node.get_dict().get('conditions', node.get_dict())
+            for name in ('eps_lo', 'eps_hi'):  # the trust levels this exploration used
+                if name in node.get_dict():
+                    row[name] = node.get_dict()[name]
         elif kind == 'labels':
             row['labels_added'] = node.get_dict().get('n_labeled', 0)
         elif kind == 'size':
@@ -143,10 +170,12 @@ def tabulate_iterations(stop_reason: orm.Str, **nodes):
 
 
 def convergence_reason(accurate: list[float], candidates: int, quiet_iterations: int, threshold: float, patience: int,
-                       at_last_stage: bool) -> str | None:
-    """Why the loop stops as converged after an exploration, or None to go on.
+                       at_last_stage: bool, failed: list[float] | None = None) -> str | None:
+    """Why the loop stops after an exploration (converged, or stalled), or None to go on.
 
-    :param accurate: accurate fraction of each condition explored.
+    :param accurate: accurate fraction of each condition explored; ``failed``: the fraction beyond ``eps_hi``. No
+        candidates while more than ``1 - threshold`` of a condition's frames failed is not convergence: the models
+        disagree everywhere they are uncertain, and there is nothing to label (the window is too narrow for them).
     :param candidates: candidates found; ``quiet_iterations``: consecutive explorations without any, this one included.
     :param at_last_stage: whether this exploration ran the schedule's last stage: before it, the loop goes on
         whatever it finds (the later stages, e.g. longer MD, are part of what is to be explored).
@@ -156,8 +185,22 @@ def convergence_reason(accurate: list[float], candidates: int, quiet_iterations:
     if accurate and min(accurate) >= threshold:
         return f'converged: accurate fraction >= {threshold} in every condition'
     if candidates == 0 and quiet_iterations >= patience:
+        if failed and max(failed) > 1 - threshold:
+            return (f'stalled: no candidates in {quiet_iterations} iteration(s), but {max(failed):.0%} of the frames of a '
+                    'condition lie beyond eps_hi: NOT converged')
         return f'converged: no candidates in {quiet_iterations} iteration(s)'
     return None
+
+
+def summary_errors(summary: dict) -> str:
+    """An ensemble summary's errors in words: over the training data and, when tested, on the held-out frames."""
+    nan = float('nan')
+    line = (f'RMSE over the training data: energy {1e3 * summary.get("rmse_e_dataset_mean", nan):.1f} meV/atom, '
+            f'force {summary.get("rmse_f_dataset_mean", nan):.3f} eV/Å')
+    if 'rmse_f_holdout_mean' in summary:
+        line += (f'; held-out: energy {1e3 * summary["rmse_e_holdout_mean"]:.1f} meV/atom, '
+                 f'force {summary["rmse_f_holdout_mean"]:.3f} eV/Å')
+    return line
 
 
 def equilibrated_starts(initial_labels: orm.WorkflowNode, packings: dict) -> dict:
@@ -240,6 +283,21 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
                         'training parameters when a model starts from previous weights, like DP-GEN\'s '
                         '`training_reuse_*` keys: fewer steps from a lower learning rate, e.g. '
                         '{"training": {"numb_steps": 1000}, "learning_rate": {"start_lr": 0.001}}.')
+        spec.input('trust_from_holdout', valid_type=orm.Dict, required=False, validator=validate_trust_from_holdout,
+                   help='Trust levels set from the measured error instead of fixed `explore.eps_lo/eps_hi`: each '
+                        'iteration, eps_lo = lo x and eps_hi = hi x the ensemble\'s held-out force RMSE (eV/Å), e.g. '
+                        '{"lo": 1.0, "hi": 3.0}: a frame whose model deviation stays within the error the models '
+                        'show on reference frames is as well described as they can be now. Needs `train.holdout`.')
+        spec.expose_inputs(
+            TrainEnsembleWorkChain, namespace='production', exclude=('train.train.datasets',),
+            namespace_options={'required': False, 'populate_defaults': False,
+                               'help': 'A final production training on the final dataset after the loop (as DP-GEN users '
+                                       'do): usually one model, trained longer and compressed for the crystal steps. '
+                                       'Tested on `train.holdout` when `production.holdout` is not given.'},
+        )
+        spec.input('production_reuse', valid_type=orm.Bool, default=lambda: orm.Bool(False),
+                   help='Start each production model from the weights of the same model of the final ensemble '
+                        '(`dp train --init-model`) instead of from scratch.')
         spec.inputs.validator = validate_inputs
 
         spec.outline(
@@ -254,24 +312,31 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
                 if_(cls.has_candidates)(cls.label_candidates, cls.inspect_labels),
                 cls.end_iteration,
             ),
+            if_(cls.has_production)(cls.train_production, cls.inspect_production),
             cls.results,
         )
         spec.output_namespace('potentials', valid_type=orm.Data, dynamic=True, help='The final ensemble.')
         spec.output('dataset', valid_type=orm.Data, help='The final training dataset (initial data + every label added).')
         spec.output('iterations', valid_type=orm.List, help='Per-iteration table (dataset size, fractions per condition, labels, RMSEs).')
         spec.output('stop_reason', valid_type=orm.Str, help='Why the loop stopped.')
+        spec.output_namespace('production', valid_type=orm.Data, dynamic=True,
+                              help='With `production`: the production models (`model_<i>`) and their `summary` '
+                                   '(training and held-out errors).')
         spec.exit_code(410, 'ERROR_INITIAL_LABELS', message='labeling the initial melt packings failed: {message}')
         spec.exit_code(420, 'ERROR_TRAINING', message='training the ensemble failed in iteration {iteration}')
         spec.exit_code(430, 'ERROR_EXPLORATION', message='exploration failed in iteration {iteration}')
         spec.exit_code(440, 'ERROR_LABELING', message='labeling the candidates failed in iteration {iteration}')
+        spec.exit_code(450, 'ERROR_PRODUCTION', message='the production training failed: {message}')
 
     @classmethod
     def get_builder_from_protocol(cls, codes: dict, composition: dict, engine: str = 'oracle', protocol=None,
-                                  pressure_range: str = 'HP', overrides: dict | None = None):
+                                  pressure_range: str = 'HP', overrides: dict | None = None, holdout=None):
         """A builder from a named protocol.
 
         :param codes: dict with the codes ``dp``, ``lmp`` and ``engine`` (the reference engine's code).
         :param pressure_range: ``'LP'`` explores P = 0 only; ``'HP'`` the protocol's pressure grid (0-70 GPa in the paper).
+        :param holdout: held-out frames labeled by the reference (e.g. the output of ``liqcryst.reference_melt``): every
+            iteration's ensemble and the production models are tested on them.
         """
         inputs = cls.get_protocol_inputs(protocol, overrides)
         if pressure_range not in ('LP', 'HP'):
@@ -295,7 +360,18 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         if builder.reuse_models.value and inputs.get('reuse_parameters'):
             builder.reuse_parameters = orm.Dict(inputs['reuse_parameters'])
         builder.train = train._inputs(prune=True)  # the ensemble's own protocol: network, backend, seeds
+        if holdout is not None:
+            builder.train.holdout = holdout
+        if 'production' in inputs:  # a final, longer training of the final dataset (from the ensemble's protocols)
+            production = TrainEnsembleWorkChain.get_builder_from_protocol(
+                codes['dp'], None, protocol=inputs['production']['protocol'],
+                overrides=inputs['production'].get('overrides'), type_map=type_map,
+            )
+            builder.production = production._inputs(prune=True)
+            builder.production_reuse = orm.Bool(inputs['production'].get('reuse', False))
         builder.schedule = orm.List(inputs['schedule'][pressure_range])
+        if inputs.get('trust_from_holdout'):
+            builder.trust_from_holdout = orm.Dict(inputs['trust_from_holdout'])
         explore = inputs['explore']
         builder.explore.code = codes['lmp']
         builder.explore.eps_lo = orm.Float(explore['eps_lo'])
@@ -343,7 +419,7 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
     def label_initial(self):
         inputs = AttributeDict(self.exposed_inputs(LabelWorkChain, namespace='initial_label'))
         inputs.structures = self.ctx.structures
-        inputs.metadata = {'call_link_label': 'initial_labels'}
+        inputs.metadata = {'call_link_label': INITIAL_LABELS_LINK}
         return ToContext(initial_label=self.submit(LabelWorkChain, **inputs))
 
     def inspect_initial(self):
@@ -384,13 +460,8 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
             return self.exit_codes.ERROR_TRAINING.format(iteration=self.ctx.iteration)
         self.ctx.potentials = dict(node.outputs.potentials.items())
         self.ctx.table_nodes[f'summary_{self.ctx.iteration}'] = node.outputs.summary
-        s = node.outputs.summary.get_dict()
-        nan = float('nan')
-        self.report(
-            f'iteration {self.ctx.iteration}: trained {len(self.ctx.potentials)} models on {self.ctx.dataset.nframes} frames, '
-            f'RMSE over them: energy {1e3 * s.get("rmse_e_dataset_mean", nan):.1f} meV/atom, '
-            f'force {s.get("rmse_f_dataset_mean", nan):.3f} eV/Å'
-        )
+        self.report(f'iteration {self.ctx.iteration}: trained {len(self.ctx.potentials)} models on '
+                    f'{self.ctx.dataset.nframes} frames; {summary_errors(node.outputs.summary.get_dict())}')
         return None
 
     def explore(self):
@@ -400,6 +471,12 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         inputs.potentials = self.ctx.potentials
         inputs.structures = self.ctx.get('starts', self.ctx.structures)
         inputs.conditions = orm.List(conditions_for(stage, self.inputs.seed.value + 1000 * self.ctx.iteration))
+        if 'trust_from_holdout' in self.inputs:
+            factors = self.inputs.trust_from_holdout.get_dict()
+            error = self.ctx.ensemble.outputs.summary['rmse_f_holdout_mean']
+            inputs.eps_lo, inputs.eps_hi = orm.Float(factors['lo'] * error), orm.Float(factors['hi'] * error)
+            self.report(f'iteration {self.ctx.iteration}: trust levels {inputs.eps_lo.value:.3f} / {inputs.eps_hi.value:.3f} '
+                        f'eV/Å = {factors["lo"]:g} / {factors["hi"]:g} x the held-out force RMSE {error:.3f} eV/Å')
         inputs.metadata = {'call_link_label': f'explore_{self.ctx.iteration}'}
         return ToContext(exploration=self.submit(ExploreMDWorkChain, **inputs))
 
@@ -412,6 +489,7 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         self.ctx.candidates = dict(node.outputs.candidates.items()) if 'candidates' in node.outputs else {}
         conditions = statistics.get_dict().get('conditions', {})
         accurate = [c['accurate_fraction'] for c in conditions.values()]
+        failed = [c['failed_fraction'] for c in conditions.values()]
         threshold = self.inputs.accurate_threshold.value
         self.report(
             f'iteration {self.ctx.iteration}: {len(self.ctx.candidates)} candidates; accurate fraction per condition '
@@ -420,7 +498,8 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         self.ctx.quiet_iterations = 0 if self.ctx.candidates else self.ctx.quiet_iterations + 1
         at_last_stage = self.ctx.iteration >= len(self.inputs.schedule.get_list()) - 1
         self.ctx.stop_reason = convergence_reason(
-            accurate, len(self.ctx.candidates), self.ctx.quiet_iterations, threshold, self.inputs.patience.value, at_last_stage
+            accurate, len(self.ctx.candidates), self.ctx.quiet_iterations, threshold, self.inputs.patience.value, at_last_stage,
+            failed,
         )
         if self.ctx.stop_reason is None and not at_last_stage and accurate and min(accurate) >= threshold:
             self.report(f'iteration {self.ctx.iteration}: accurate, but the schedule has longer stages ahead: going on')
@@ -450,6 +529,34 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
 
     def end_iteration(self):
         self.ctx.iteration += 1
+
+    def has_production(self):
+        return bool(self.inputs.get('production'))
+
+    def train_production(self):
+        inputs = AttributeDict(self.exposed_inputs(TrainEnsembleWorkChain, namespace='production'))
+        inputs.train.train.datasets = {'data': self.ctx.dataset}
+        train_holdout = self.inputs.train.get('holdout')
+        if 'holdout' not in inputs and train_holdout is not None:
+            inputs.holdout = train_holdout
+        if self.inputs.production_reuse.value:
+            inputs.init_models = {
+                key: self.ctx.potentials[key].creator.outputs.remote_folder
+                for key in (f'model_{i}' for i in range(len(inputs.seeds.get_list()))) if key in self.ctx.potentials
+            }
+        inputs.metadata = {'call_link_label': PRODUCTION_LINK}
+        self.report(f'production training of {len(inputs.seeds.get_list())} model(s) on the final {self.ctx.dataset.nframes} frames')
+        return ToContext(production=self.submit(TrainEnsembleWorkChain, **inputs))
+
+    def inspect_production(self):
+        node = self.ctx.production
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_PRODUCTION.format(message=f'<{node.pk}> exit {node.exit_status}')
+        for key, potential in node.outputs.potentials.items():
+            self.out(f'production.{key}', potential)
+        self.out('production.summary', node.outputs.summary)
+        self.report(f'production model(s): {summary_errors(node.outputs.summary.get_dict())}')
+        return None
 
     def results(self):
         for key, node in self.ctx.potentials.items():

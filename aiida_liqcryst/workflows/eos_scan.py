@@ -283,7 +283,8 @@ class EOSScanWorkChain(ProtocolMixin, WorkChain):
                                   protocol: str | None = None, overrides: dict | None = None, options: dict | None = None):
         """A builder for the polymorph library (all eleven phases when ``polymorphs`` is None).
 
-        :param potentials: ``{label: DeepPotentialData}`` (e.g. ``{'LP': ..., 'HP': ...}``).
+        :param potentials: ``{label: DeepPotentialData}`` (e.g. ``{'LP': ..., 'HP': ...}``); None when a parent
+            work chain makes them.
         :param reference: the reference method; only ``'oracle'`` is available to this workflow.
         :param polymorphs: names of the polymorph library (aliases like 'alpha-quartz' are accepted).
         """
@@ -295,7 +296,8 @@ class EOSScanWorkChain(ProtocolMixin, WorkChain):
         names = [library.normalize_name(n) for n in (polymorphs or library.POLYMORPHS)]
         builder = cls.get_builder()
         builder.code = code
-        builder.potentials = dict(potentials)
+        if potentials:  # None or {}: a parent that makes them sets them (StudyWorkChain)
+            builder.potentials = dict(potentials)
         builder.structures = {n: library.as_structure_data(n, primitive=inputs['primitive']) for n in names}
         builder.volume_range = orm.List(inputs['volume_range'])
         builder.number_of_points = orm.Int(inputs['number_of_points'])

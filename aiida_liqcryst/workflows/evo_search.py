@@ -426,11 +426,13 @@ class EvoSearchWorkChain(ProtocolMixin, WorkChain):
     @classmethod
     def get_builder_from_protocol(cls, code, potential, composition: dict | None = None, pressure: float | None = None,
                                   protocol: str | None = None, overrides: dict | None = None, options: dict | None = None):
-        """A builder from a protocol (``demo``, ``paper``); ``composition`` default SiO2, ``pressure`` in GPa."""
+        """A builder from a protocol (``demo``, ``paper``); ``composition`` default SiO2, ``pressure`` in GPa;
+        ``potential`` None when a parent work chain makes it."""
         inputs = cls.get_protocol_inputs(protocol, overrides)
         builder = cls.get_builder()
         builder.code = code
-        builder.potential = potential
+        if potential is not None:
+            builder.potential = potential
         builder.composition = orm.Dict(composition or inputs.get('composition') or {'Si': 1, 'O': 2})
         builder.pressure = orm.Float(inputs.get('pressure', 0.0) if pressure is None else pressure)
         builder.formula_units = orm.List(inputs['formula_units'])
