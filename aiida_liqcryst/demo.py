@@ -82,6 +82,26 @@ def crystals(loop: orm.WorkflowNode, codes: dict, echo=print, output: str = '.',
     return node
 
 
+def what_it_can_show(metrics: dict) -> list[str]:
+    """In words: is the potential accurate enough on fresh liquid frames for its crystal steps to mean something?
+
+    Judged against the liquid targets of the transfer study (:data:`aiida_liqcryst.analysis.study.TARGETS`).
+    """
+    from aiida_liqcryst.analysis.study import TARGETS
+
+    energy, force = metrics['energy_rmse_mev_per_atom'], metrics['force_rmse']
+    e_target, f_target = TARGETS['liquid_energy_rmse_mev_atom'][1], TARGETS['liquid_force_rmse_ev_a'][1]
+    if energy <= e_target and force <= f_target:
+        return [f'what this potential can show: its liquid errors ({energy:.1f} meV/atom, {force:.3f} eV/Å) meet the '
+                f'targets ({e_target:g} meV/atom, {f_target:g} eV/Å): its crystal tests below are a test of transfer.']
+    return [
+        f'what this potential can show: its liquid errors ({energy:.1f} meV/atom, {force:.3f} eV/Å) are above what a '
+        f'transfer test needs ({e_target:g} meV/atom, {f_target:g} eV/Å). Phase energies differ by tens of meV/atom, '
+        'so its E(V) curves and searches below show how the workflows run, not whether a liquid-only potential '
+        'transfers to crystals; `aiida-liqcryst study` runs the study that tests that (docs/results.md).'
+    ]
+
+
 def format_search(results: dict, top: int = 10) -> list[str]:
     """An EvoSearchWorkChain's outputs as text: stop reason and speed, the ranking, re-labeling metrics, best match."""
     lines = []
@@ -176,6 +196,9 @@ def run_demo(protocol: str = 'demo', echo=print, with_crystals: bool = True, out
         echo(f'  validation <{validation.pk}>: metrics <{validation.outputs.metrics.pk}>, parity plot '
              f'<{validation.outputs.parity_plot.pk}> (verdi node repo dump {validation.outputs.parity_plot.pk} ./parity)')
     echo(f'  full provenance: verdi process status {node.pk}; verdi node graph generate {node.pk}')
+    if validation.is_finished_ok:
+        for line in what_it_can_show(validation.outputs.metrics.get_dict()):
+            echo(line)
     if with_crystals:
         crystals(node, codes, echo, output=output)
         search(node, codes, echo, output=output)

@@ -184,7 +184,7 @@ def study_report(study: orm.WorkflowNode, output=None, echo=print) -> dict:
         search = called(study, SEARCH_LINK.format(index=index))
         if search is not None and 'summary' in search.outputs:
             lines += ['', f'search at {pressure:g} GPa with the HP potential <{search.pk}>']
-            lines += ['  ' + line for line in format_search(dict(search.outputs))]
+            lines += ['  ' + line for line in format_search({key: search.outputs[key] for key in search.outputs})]
     data = {}
     if 'headlines' in study.outputs:
         content = study.outputs.headlines.get_dict()

@@ -31,7 +31,7 @@ def study_codes(codes):
     return {**codes, 'engine': codes['oracle']}
 
 
-def test_study_protocol_passes_argcheck_and_the_validators(codes, sio2_dataset):
+def test_study_protocol_passes_argcheck_and_the_validators(codes, holdout_set):
     builder = StudyWorkChain.get_builder_from_protocol(study_codes(codes), COMPOSITION, protocol='study')
     assert StudyWorkChain.spec().inputs.validate(builder._inputs(prune=True)) is None
     for label in LOOP_LINKS:
@@ -47,7 +47,7 @@ def test_study_protocol_passes_argcheck_and_the_validators(codes, sio2_dataset):
     assert len(builder.eos.structures) == 11 and builder.eos.run_vdos.value
     assert builder.search_pressures.get_list() == [0.0, 10.0]
     # one held-out set or the other, not both, not none
-    builder.holdout_dataset = sio2_dataset
+    builder.holdout_dataset = holdout_set.outputs.dataset
     assert 'either' in StudyWorkChain.spec().inputs.validate(builder._inputs(prune=True)).message
 
 
