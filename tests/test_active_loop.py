@@ -232,3 +232,14 @@ def test_production_model_trains_on_the_final_dataset(loop, holdout_set):
     assert summary['number_of_models'] == 1
     assert summary['models']['model_0']['nframes_holdout'] == holdout_set.outputs.dataset.nframes
     assert summary['rmse_f_holdout_mean'] == pytest.approx(summary['models']['model_0']['rmse_f_holdout'])
+
+
+def test_trust_from_holdout_validated(aiida_profile):
+    from aiida_liqcryst.workflows.active_loop import validate_inputs, validate_trust_from_holdout
+
+    assert validate_trust_from_holdout(orm.Dict({'lo': 1.0, 'hi': 3.0}), None) is None
+    assert 'lo < hi' in validate_trust_from_holdout(orm.Dict({'lo': 3.0, 'hi': 1.0}), None)
+    assert 'exactly the keys' in validate_trust_from_holdout(orm.Dict({'lo': 1.0}), None)
+    # the factors scale a measured error: without a held-out set there is nothing to scale
+    inputs = {'initial_dataset': orm.Data(), 'trust_from_holdout': orm.Dict({'lo': 1.0, 'hi': 3.0}), 'train': {}}
+    assert 'train.holdout' in validate_inputs(inputs, None)
