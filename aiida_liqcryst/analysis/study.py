@@ -64,6 +64,16 @@ def eos_headlines(table: dict) -> dict:
     }
 
 
+def space_group_number(value) -> int | None:
+    """The international number of a ranking's space group: an int, or a label like ``'P4_2/mnm (136)'``."""
+    import re
+
+    if value is None or isinstance(value, int):
+        return value
+    match = re.search(r'\((\d+)\)\s*$', str(value))
+    return int(match.group(1)) if match else None
+
+
 def search_headlines(ranking: dict, top: int = 5) -> dict:
     """Space group and Si coordination of the best structure of a search, and the known low-pressure polymorphs
     among its ``top`` best (by space group)."""
@@ -74,10 +84,12 @@ def search_headlines(ranking: dict, top: int = 5) -> dict:
     best = rows[ranked[0]]
     groups = low_pressure_space_groups()
     # a space group alone is weak evidence (C2/c is common): the Si atoms must be tetrahedral too
-    known = [groups[rows[k]['space_group']] for k in ranked[:top] if rows[k].get('space_group') in groups
+    known = [groups[space_group_number(rows[k].get('space_group'))] for k in ranked[:top]
+             if space_group_number(rows[k].get('space_group')) in groups
              and rows[k].get('si_coordination') is not None and abs(rows[k]['si_coordination'] - 4) <= 0.5]
     return {
-        'best_space_group': best.get('space_group'),
+        'best_space_group': space_group_number(best.get('space_group')),
+        'best_space_group_label': best.get('space_group'),
         'best_si_coordination': best.get('si_coordination'),
         'top_space_groups': [rows[k].get('space_group') for k in ranked[:top]],
         'known_low_pressure_in_top': known,
