@@ -15,25 +15,33 @@ def load_codes(computer: str = 'localhost') -> dict:
     return {label: orm.load_code(f'{label}@{computer}') for label in ('dp', 'lmp', 'oracle')}
 
 
-def format_table(rows: list[dict]) -> list[str]:
-    """The per-iteration table as text lines (held-out columns when the loop had a held-out set)."""
+def format_table(rows: list[dict], trust_levels: bool = False) -> list[str]:
+    """The per-iteration table as text lines: held-out columns when the loop had a held-out set, and with
+    ``trust_levels`` the eps_lo/eps_hi each exploration used."""
     held = any('rmse_f_holdout' in row for row in rows)
     nan = float('nan')
-    lines = [f'{"iter":>4} {"frames":>6} {"labels":>6} {"E rmse":>7} {"F rmse":>7}'
-             + (f' {"E held":>7} {"F held":>7}' if held else '') + '  accurate / candidate / failed per condition',
-             f'{"":>4} {"":>6} {"":>6} {"meV/at":>7} {"eV/Å":>7}' + (f' {"meV/at":>7} {"eV/Å":>7}' if held else '')
+    names, units = [f'{"E rmse":>7} {"F rmse":>7}'], [f'{"meV/at":>7} {"eV/Å":>7}']
+    if held:
+        names.append(f'{"E held":>7} {"F held":>7}')
+        units.append(f'{"meV/at":>7} {"eV/Å":>7}')
+    if trust_levels:
+        names.append(f'{"eps_lo":>6} {"eps_hi":>6}')
+        units.append(f'{"eV/Å":>6} {"eV/Å":>6}')
+    lines = [f'{"iter":>4} {"frames":>6} {"labels":>6} ' + ' '.join(names) + '  accurate / candidate / failed per condition',
+             f'{"":>4} {"":>6} {"":>6} ' + ' '.join(units)
              + '  (RMSEs: ensemble mean over all frames it trained on' + ('; held: on the held-out frames)' if held else ')')]
     for row in rows:
         conditions = '; '.join(
             f'{name}: {c["accurate_fraction"]:.2f}/{c["candidate_fraction"]:.2f}/{c["failed_fraction"]:.2f}'
             for name, c in (row.get('conditions') or {}).items()
         )
-        held_columns = (f' {1e3 * row.get("rmse_e_holdout", nan):>7.1f} {row.get("rmse_f_holdout", nan):>7.3f}'
-                        if held else '')
-        lines.append(
-            f'{row["iteration"]:>4} {row.get("dataset_size", 0):>6} {row.get("labels_added", 0):>6} '
-            f'{1e3 * row.get("rmse_e_dataset", nan):>7.1f} {row.get("rmse_f_dataset", nan):>7.3f}{held_columns}  {conditions}'
-        )
+        columns = [f'{1e3 * row.get("rmse_e_dataset", nan):>7.1f} {row.get("rmse_f_dataset", nan):>7.3f}']
+        if held:
+            columns.append(f'{1e3 * row.get("rmse_e_holdout", nan):>7.1f} {row.get("rmse_f_holdout", nan):>7.3f}')
+        if trust_levels:
+            columns.append(f'{row.get("eps_lo", nan):>6.3f} {row.get("eps_hi", nan):>6.3f}')
+        lines.append(f'{row["iteration"]:>4} {row.get("dataset_size", 0):>6} {row.get("labels_added", 0):>6} '
+                     + ' '.join(columns) + f'  {conditions}')
     return lines
 
 

@@ -12,8 +12,8 @@ import pathlib
 import numpy as np
 from aiida import orm
 
-from aiida_liqcryst.demo import format_search
-from aiida_liqcryst.workflows.active_loop import PRODUCTION_LINK
+from aiida_liqcryst.demo import format_search, format_table
+from aiida_liqcryst.workflows.active_loop import PRODUCTION_LINK, summary_errors
 from aiida_liqcryst.workflows.study import EOS_LINK, LOOP_LINKS, SEARCH_LINK
 from aiida_liqcryst.workflows.train_ensemble import HOLDOUT_LINK
 
@@ -33,26 +33,11 @@ def called(node: orm.WorkflowNode, link: str):
 
 
 def iteration_lines(loop: orm.WorkflowNode) -> list[str]:
-    """The loop's iteration table with the held-out errors and trust levels, as text."""
-    lines = [f'{"iter":>4} {"frames":>6} {"labels":>6} {"E train":>8} {"F train":>8} {"E held":>8} {"F held":>8} '
-             f'{"eps_lo":>6} {"eps_hi":>6}  accurate/candidate/failed per condition',
-             f'{"":>4} {"":>6} {"":>6} {"meV/at":>8} {"eV/Å":>8} {"meV/at":>8} {"eV/Å":>8} {"eV/Å":>6} {"eV/Å":>6}']
-    nan = float('nan')
-    for row in loop.outputs.iterations.get_list():
-        conditions = '; '.join(f'{name}: {c["accurate_fraction"]:.2f}/{c["candidate_fraction"]:.2f}/{c["failed_fraction"]:.2f}'
-                               for name, c in (row.get('conditions') or {}).items())
-        lines.append(
-            f'{row["iteration"]:>4} {row.get("dataset_size", 0):>6} {row.get("labels_added", 0):>6} '
-            f'{1e3 * row.get("rmse_e_dataset", nan):>8.1f} {row.get("rmse_f_dataset", nan):>8.3f} '
-            f'{1e3 * row.get("rmse_e_holdout", nan):>8.1f} {row.get("rmse_f_holdout", nan):>8.3f} '
-            f'{row.get("eps_lo", nan):>6.3f} {row.get("eps_hi", nan):>6.3f}  {conditions}'
-        )
+    """The loop's iteration table with the held-out errors and trust levels, its stop reason and production model."""
+    lines = format_table(loop.outputs.iterations.get_list(), trust_levels=True)
     lines.append(f'stop reason: {loop.outputs.stop_reason.value}')
     if 'production' in loop.outputs:
-        s = loop.outputs.production.summary.get_dict()
-        lines.append(f'production model: held-out energy {1e3 * s.get("rmse_e_holdout_mean", nan):.1f} meV/atom, force '
-                     f'{s.get("rmse_f_holdout_mean", nan):.3f} eV/Å; over its training data '
-                     f'{1e3 * s.get("rmse_e_dataset_mean", nan):.1f} meV/atom, {s.get("rmse_f_dataset_mean", nan):.3f} eV/Å')
+        lines.append(f'production model: {summary_errors(loop.outputs.production.summary.get_dict())}')
     return lines
 
 

@@ -8,7 +8,7 @@ Bare ``dp --tf`` (no AiiDA). Stages, each cached under ``--workdir`` so a rerun 
 3. for each network: a short run to measure s/batch, then ``numb_steps`` = budget / (s/batch), train, freeze,
    ``dp --tf test`` on the held-out and the training set.
 
-    python benchmarks/levers.py --workdir /tmp/levers --json /tmp/levers/levers.json
+    python benchmarks/levers.py --workdir levers-work --json levers.json
     python benchmarks/levers.py --quick                      # minutes: tiny data, 50 steps per network
 
 Run on one thread (the script sets the thread variables for dp; the oracle runs in this process with torch set
@@ -199,7 +199,7 @@ def run_net(workdir: pathlib.Path, name: str, net: dict, sel: list[int], train, 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--workdir', default='/tmp/levers', help='data cache and runs (default /tmp/levers)')
+    parser.add_argument('--workdir', default='levers-work', help='data cache and runs (default: levers-work in the current folder)')
     parser.add_argument('--quick', action='store_true', help='tiny data and 50 steps per network (a smoke test)')
     parser.add_argument('--nets', nargs='+', default=list(NETS), choices=list(NETS))
     parser.add_argument('--budget', type=float, default=400.0, help='training wall seconds per network')

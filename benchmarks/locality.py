@@ -5,7 +5,7 @@ For each density: a random packing of ``--formula-units`` SiO2 (192 atoms by def
 :func:`aiida_liqcryst.analysis.locality.locality_floor` for each sigma. Melts and results are cached in
 ``--workdir`` (a rerun resumes). One thread:
 
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/locality.py --workdir /tmp/locality --json locality.json
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/locality.py --workdir locality-work --json locality.json
     python benchmarks/locality.py --quick          # smoke test: 2 centres, 2 cut-offs, a short MD
 """
 
@@ -55,7 +55,7 @@ def melt(path: pathlib.Path, formula_units: int, density: float, relax_steps: in
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--workdir', default='/tmp/locality')
+    parser.add_argument('--workdir', default='locality-work', help='melts and runs (default: locality-work in the current folder)')
     parser.add_argument('--densities', type=float, nargs='+', default=[2.3, 3.3], help='g/cm^3')
     parser.add_argument('--formula-units', type=int, default=64)
     parser.add_argument('--cutoffs', type=float, nargs='+', default=[5.0, 6.0, 7.0, 8.0, 9.0])

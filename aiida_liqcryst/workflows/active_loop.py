@@ -12,7 +12,7 @@ from aiida.plugins import WorkflowFactory
 from aiida_liqcryst.calcfunctions import random_melt
 from aiida_liqcryst.deepmd.calcfunctions import merge_datasets
 from aiida_liqcryst.protocols import ProtocolMixin, recursive_merge
-from aiida_liqcryst.workflows.train_ensemble import SUMMARY_KEYS  # noqa: E402
+from aiida_liqcryst.workflows.train_ensemble import SUMMARY_KEYS
 
 TrainEnsembleWorkChain = WorkflowFactory('liqcryst.train_ensemble')
 ExploreMDWorkChain = WorkflowFactory('liqcryst.explore_md')
@@ -190,6 +190,11 @@ def convergence_reason(accurate: list[float], candidates: int, quiet_iterations:
                     'condition lie beyond eps_hi: NOT converged')
         return f'converged: no candidates in {quiet_iterations} iteration(s)'
     return None
+
+
+def training_folders(potentials: dict) -> dict:
+    """The remote folder (checkpoint) of the training that made each potential: ``init_models`` for fine-tuning."""
+    return {key: potential.creator.outputs.remote_folder for key, potential in potentials.items()}
 
 
 def summary_errors(summary: dict) -> str:
@@ -446,7 +451,7 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         inputs.train.train.datasets = {'data': self.ctx.dataset}
         if self.inputs.reuse_models.value and 'potentials' in self.ctx:
             # the remote folder of each previous model's training holds its checkpoint
-            inputs.init_models = {key: potential.creator.outputs.remote_folder for key, potential in self.ctx.potentials.items()}
+            inputs.init_models = training_folders(self.ctx.potentials)
             if 'reuse_parameters' in self.inputs:
                 parameters = recursive_merge(inputs.train.train.parameters.get_dict(), self.inputs.reuse_parameters.get_dict())
                 inputs.train.train.parameters = orm.Dict(parameters)
@@ -540,10 +545,8 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         if 'holdout' not in inputs and train_holdout is not None:
             inputs.holdout = train_holdout
         if self.inputs.production_reuse.value:
-            inputs.init_models = {
-                key: self.ctx.potentials[key].creator.outputs.remote_folder
-                for key in (f'model_{i}' for i in range(len(inputs.seeds.get_list()))) if key in self.ctx.potentials
-            }
+            wanted = {f'model_{i}' for i in range(len(inputs.seeds.get_list()))}
+            inputs.init_models = training_folders({k: p for k, p in self.ctx.potentials.items() if k in wanted})
         inputs.metadata = {'call_link_label': PRODUCTION_LINK}
         self.report(f'production training of {len(inputs.seeds.get_list())} model(s) on the final {self.ctx.dataset.nframes} frames')
         return ToContext(production=self.submit(TrainEnsembleWorkChain, **inputs))
