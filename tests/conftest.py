@@ -110,6 +110,9 @@ def ensemble(codes, sio2_dataset):
 COMPOSITION = {'Si': 1, 'O': 2}
 
 
+TINY_PREMELT = {'temperature': 3000, 'hot_steps': 300, 'steps': 300}
+
+
 def tiny_overrides(**extra):
     """ActiveLoop ``demo`` overrides for 2 real iterations of 2 tiny models on 2 small packings (minutes)."""
     overrides = {
@@ -122,19 +125,22 @@ def tiny_overrides(**extra):
         'train': {'overrides': {'parameters': TINY_PARAMETERS, 'number_of_models': 2}},
         # a window that takes every frame: candidates in each iteration, so the loop runs to its bound
         'explore': {'eps_lo': 0.0, 'eps_hi': 1.0e6, 'max_candidates': 3, 'selection': 'fps'},
-        'initial_label': {'settings': {'oracle': {'relax_steps': 10, 'md': {'steps': 12, 'temperature': 3000, 'timestep': 1.0, 'every': 4}}}},
+        'initial_label': {'settings': {'oracle': {'relax_steps': 0, 'md': {'steps': 12, 'temperature': 3000, 'timestep': 1.0, 'every': 4}}}},
+        'premelt': {'parameters': TINY_PREMELT},
         'schedule': {'HP': [{'temperatures': [3000], 'pressures': [0, 10], 'steps': 60, 'dump_every': 10}]},
     }
     overrides.update(extra)
     return overrides
 
 
-# the reference melt of the held-out set: 2 packings x 2 temperatures, 10 relaxation + 12 MD steps, frames at 8 and 12
+# the reference melt of the held-out set: 2 packings x 2 temperatures, pre-melted in LAMMPS (0.3 ps hot, 0.3 ps at
+# the run's temperature), then 12 MD steps, frames at 8 and 12
 TINY_MELT = {
     'densities': [2.3, 3.0],
     'temperatures': [3000, 4000],
     'batch_size': 2,
-    'settings': {'oracle': {'relax_steps': 10, 'md': {'steps': 12, 'temperature': 3000, 'timestep': 1.0, 'every': 4, 'skip': 4}}},
+    'premelt': {'parameters': {'hot_steps': 300, 'steps': 300}},
+    'settings': {'oracle': {'relax_steps': 0, 'md': {'steps': 12, 'temperature': 3000, 'timestep': 1.0, 'every': 4, 'skip': 4}}},
 }
 # the tiny loop's production training: one tiny model, started from the final ensemble's model_0
 TINY_PRODUCTION = {'protocol': 'demo', 'reuse': True, 'overrides': {'parameters': TINY_PARAMETERS, 'number_of_models': 1}}
@@ -147,7 +153,8 @@ def holdout_set(codes):
 
     from aiida_liqcryst.workflows.reference_melt import ReferenceMeltWorkChain
 
-    builder = ReferenceMeltWorkChain.get_builder_from_protocol(codes['oracle'], COMPOSITION, protocol='demo', overrides=TINY_MELT)
+    builder = ReferenceMeltWorkChain.get_builder_from_protocol(codes['oracle'], COMPOSITION, protocol='demo', overrides=TINY_MELT,
+                                                               lammps_code=codes['lmp'])
     _, node = run_get_node(builder)
     return node
 

@@ -5,7 +5,7 @@ import pytest
 from aiida import orm
 
 from aiida_liqcryst.engines import oracle
-from aiida_liqcryst.workflows.reference_melt import validate_inputs
+from aiida_liqcryst.workflows.reference_melt import PREMELT_LINK, validate_inputs
 
 from .conftest import TINY_MELT
 
@@ -27,9 +27,14 @@ def test_held_out_frames_come_from_the_references_own_md(holdout_set):
         # every oracle job ran the MD: its structures are the MD frames, not the packings
         keys = sorted(k for calc in label.called_descendants if isinstance(calc, orm.CalcJobNode) for k in calc.outputs.structures)
         assert keys == sorted(f'd{d}_f{f}' for d in range(len(densities)) for f in range(per_run))
-        for key, packing in label.inputs.structures.items():
+        # the MD starts from the classical pre-melt of a new random packing
+        premelt = holdout_set.base.links.get_outgoing(link_label_filter=PREMELT_LINK.format(index=index)).one().node
+        assert premelt.is_finished_ok and premelt.inputs.parameters['temperature'] == temperature
+        for key, melted in label.inputs.structures.items():
+            assert melted.uuid == premelt.outputs.structures[key].uuid
+            packing = premelt.inputs.structures[key]
             seeds.add(packing.creator.inputs.seed.value)
-            atoms = packing.get_ase()
+            atoms = melted.get_ase()
             grams_per_cm3 = atoms.get_masses().sum() * 1.66053906660 / atoms.get_volume()
             assert grams_per_cm3 == pytest.approx(densities[int(key[1:])], rel=1e-6)
     assert len(seeds) == len(densities) * len(temperatures)  # a new packing per run
@@ -59,3 +64,14 @@ def test_refused_without_the_references_own_md(aiida_profile):
     assert 'densities' in validate_inputs({**base, 'densities': orm.List([-1.0])}, None)
     assert 'temperatures' in validate_inputs({**base, 'temperatures': orm.List([])}, None)
     assert validate_inputs({**base, 'label': {'engine': orm.Str('oracle'), 'settings': orm.Dict(TINY_MELT['settings'])}}, None) is None
+
+
+def test_premelting_protocol_needs_a_lammps_code(codes):
+    from aiida_liqcryst.workflows.reference_melt import ReferenceMeltWorkChain
+
+    with pytest.raises(ValueError, match='lammps_code'):
+        ReferenceMeltWorkChain.get_builder_from_protocol(codes['oracle'], {'Si': 1, 'O': 2}, protocol='study')
+    builder = ReferenceMeltWorkChain.get_builder_from_protocol(codes['oracle'], {'Si': 1, 'O': 2}, protocol='study',
+                                                               lammps_code=codes['lmp'])
+    assert builder.premelt.potential.value == 'vashishta_sio2_1990'
+    assert 'temperature' not in builder.premelt.parameters.get_dict()  # set per run from `temperatures`

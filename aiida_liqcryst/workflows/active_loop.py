@@ -17,9 +17,11 @@ from aiida_liqcryst.workflows.train_ensemble import SUMMARY_KEYS
 TrainEnsembleWorkChain = WorkflowFactory('liqcryst.train_ensemble')
 ExploreMDWorkChain = WorkflowFactory('liqcryst.explore_md')
 LabelWorkChain = WorkflowFactory('liqcryst.label')
+PremeltWorkChain = WorkflowFactory('liqcryst.premelt')
 
 # call link labels of the loop's sub-processes (readers import them)
 INITIAL_LABELS_LINK = 'initial_labels'
+PREMELT_LINK = 'premelt'
 PRODUCTION_LINK = 'production'
 
 STAGE_KEYS = {'temperatures', 'pressures', 'steps'}
@@ -91,6 +93,8 @@ def validate_density(value, _):
 def validate_inputs(inputs, ctx):
     if 'initial_dataset' not in inputs and 'initial_label' not in inputs:
         return 'give either `initial_dataset` or the `initial_label` inputs that label the random melt packings'
+    if 'premelt' in inputs and 'parameters' in inputs['premelt'] and 'temperature' not in inputs['premelt']['parameters'].get_dict():
+        return '`premelt.parameters` need the `temperature` of the pre-melt (the initial MD\'s, as a rule)'
     if 'max_iterations' in inputs and inputs['max_iterations'].value < 1:
         return '`max_iterations` must be >= 1'
     if 'accurate_threshold' in inputs and not 0 < inputs['accurate_threshold'].value <= 1:
@@ -259,6 +263,12 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
                                'help': 'Labeling of the random packings (e.g. oracle with short MD): the initial data.'},
         )
         spec.expose_inputs(
+            PremeltWorkChain, namespace='premelt', exclude=('structures',),
+            namespace_options={'required': False, 'populate_defaults': False,
+                               'help': 'Melt the packings with a classical potential before the initial labels, so '
+                                       'that the reference MD starts in the melt.'},
+        )
+        spec.expose_inputs(
             TrainEnsembleWorkChain, namespace='train', exclude=('train.train.datasets',),
             namespace_options={'help': 'Training of the ensemble, every iteration (datasets are set by the loop).'},
         )
@@ -308,7 +318,11 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         spec.outline(
             cls.setup,
             cls.make_structures,
-            if_(cls.needs_initial_labels)(cls.label_initial, cls.inspect_initial),
+            if_(cls.needs_initial_labels)(
+                if_(cls.should_premelt)(cls.run_premelt, cls.inspect_premelt),
+                cls.label_initial,
+                cls.inspect_initial,
+            ),
             while_(cls.should_iterate)(
                 cls.train,
                 cls.inspect_train,
@@ -327,6 +341,7 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         spec.output_namespace('production', valid_type=orm.Data, dynamic=True,
                               help='With `production`: the production models (`model_<i>`) and their `summary` '
                                    '(training and held-out errors).')
+        spec.exit_code(405, 'ERROR_PREMELT', message='the classical pre-melt of the packings failed: {message}')
         spec.exit_code(410, 'ERROR_INITIAL_LABELS', message='labeling the initial melt packings failed: {message}')
         spec.exit_code(420, 'ERROR_TRAINING', message='training the ensemble failed in iteration {iteration}')
         spec.exit_code(430, 'ERROR_EXPLORATION', message='exploration failed in iteration {iteration}')
@@ -393,6 +408,10 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
                 port.protocol = orm.Str(settings['protocol'])
             if engine in settings.get('settings', {}):
                 port.settings = orm.Dict({engine: settings['settings'][engine]})
+        if inputs.get('premelt'):
+            builder.premelt.code = codes['lmp']
+            builder.premelt.potential = orm.Str(inputs['premelt']['potential'])
+            builder.premelt.parameters = orm.Dict(inputs['premelt']['parameters'])
         return builder
 
     # -- steps ---------------------------------------------------------------------------------------------
@@ -420,6 +439,22 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
 
     def needs_initial_labels(self):
         return 'dataset' not in self.ctx
+
+    def should_premelt(self):
+        return 'code' in self.inputs.get('premelt', {})
+
+    def run_premelt(self):
+        inputs = AttributeDict(self.exposed_inputs(PremeltWorkChain, namespace='premelt'))
+        inputs.structures = self.ctx.structures
+        inputs.metadata = {'call_link_label': PREMELT_LINK}
+        return ToContext(premelt=self.submit(PremeltWorkChain, **inputs))
+
+    def inspect_premelt(self):
+        node = self.ctx.premelt
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_PREMELT.format(message=f'<{node.pk}> exit {node.exit_status}')
+        self.ctx.structures = dict(node.outputs.structures)
+        return None
 
     def label_initial(self):
         inputs = AttributeDict(self.exposed_inputs(LabelWorkChain, namespace='initial_label'))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import WorkChain
+from aiida.engine import WorkChain, if_
 from aiida.plugins import WorkflowFactory
 
 from aiida_liqcryst.calcfunctions import random_melt
@@ -17,6 +17,10 @@ from aiida_liqcryst.deepmd.calcfunctions import merge_datasets
 from aiida_liqcryst.protocols import ProtocolMixin
 
 LabelWorkChain = WorkflowFactory('liqcryst.label')
+PremeltWorkChain = WorkflowFactory('liqcryst.premelt')
+
+MD_LINK = 'md_t{index}'
+PREMELT_LINK = 'premelt_t{index}'
 
 # engines whose settings can run MD themselves (the `md` setting of the oracle)
 MD_ENGINES = ('oracle',)
@@ -52,8 +56,8 @@ def validate_inputs(inputs, _):
 class ReferenceMeltWorkChain(ProtocolMixin, WorkChain):
     """Melt frames labeled by the reference engine's own MD: one packing per density, one MD per temperature.
 
-    Every (density, temperature) pair gets its own random packing (seeds from ``seed`` on), relaxed and melted by
-    the reference (``label.settings.<engine>.md``, its ``temperature`` set from ``temperatures``). The frames of all
+    Every (density, temperature) pair gets its own random packing (seeds from ``seed`` on), with ``premelt`` first
+    melted by a classical potential in LAMMPS at that temperature, then relaxed and melted by the reference (``label.settings.<engine>.md``, its ``temperature`` set from ``temperatures``). The frames of all
     runs form ``dataset``: a held-out set for ``TrainEnsembleWorkChain.holdout`` / ``ActiveLoopWorkChain``.
     """
 
@@ -73,15 +77,24 @@ class ReferenceMeltWorkChain(ProtocolMixin, WorkChain):
                         'seeds of the loops this set judges.')
         spec.expose_inputs(LabelWorkChain, namespace='label', exclude=('structures',),
                            namespace_options={'help': 'The reference engine and its MD settings.'})
+        spec.expose_inputs(PremeltWorkChain, namespace='premelt', exclude=('structures',), namespace_options={
+            'required': False, 'populate_defaults': False,
+            'help': 'Melt the packings with a classical potential first (its temperature: each MD\'s own).'})
         spec.inputs.validator = validate_inputs
-        spec.outline(cls.run_md, cls.collect)
+        spec.outline(cls.make_packings, if_(cls.should_premelt)(cls.run_premelt, cls.inspect_premelt), cls.run_md,
+                     cls.collect)
         spec.output('dataset', valid_type=orm.Data, help='Every labeled MD frame of every run (LabeledDatasetData).')
         spec.exit_code(401, 'ERROR_LABEL', message='the reference MD failed at {failed}')
+        spec.exit_code(402, 'ERROR_PREMELT', message='the classical pre-melt failed at {failed}')
 
     @classmethod
     def get_builder_from_protocol(cls, code, composition: dict, engine: str = 'oracle', protocol=None,
-                                  overrides: dict | None = None):
-        """A builder from a named protocol; ``code`` is the reference engine's code."""
+                                  overrides: dict | None = None, lammps_code=None):
+        """A builder from a named protocol; ``code`` is the reference engine's code.
+
+        :param lammps_code: a LAMMPS code: with it, and ``premelt`` in the protocol, the packings are melted by a
+            classical potential before the reference's MD.
+        """
         inputs = cls.get_protocol_inputs(protocol, overrides)
         builder = cls.get_builder()
         builder.composition = orm.Dict(composition)
@@ -96,7 +109,48 @@ class ReferenceMeltWorkChain(ProtocolMixin, WorkChain):
         builder.label.batch_size = orm.Int(inputs['batch_size'])
         if engine in inputs.get('settings', {}):
             builder.label.settings = orm.Dict({engine: inputs['settings'][engine]})
+        if inputs.get('premelt'):
+            if lammps_code is None:
+                raise ValueError(f'protocol {protocol!r} pre-melts the packings in LAMMPS: give `lammps_code`')
+            builder.premelt.code = lammps_code
+            builder.premelt.potential = orm.Str(inputs['premelt']['potential'])
+            builder.premelt.parameters = orm.Dict(inputs['premelt']['parameters'])
         return builder
+
+    def make_packings(self):
+        densities = [float(d) for d in self.inputs.densities.get_list()]
+        seed = self.inputs.seed.value
+        self.ctx.packings = [
+            {f'd{d_index}': random_melt(self.inputs.composition, self.inputs.formula_units, orm.Float(density),
+                                        self.inputs.min_distance, orm.Int(seed + t_index * len(densities) + d_index))
+             for d_index, density in enumerate(densities)}
+            for t_index in range(len(self.inputs.temperatures.get_list()))
+        ]
+
+    def should_premelt(self):
+        return 'code' in self.inputs.get('premelt', {})
+
+    def run_premelt(self):
+        temperatures = [float(t) for t in self.inputs.temperatures.get_list()]
+        for t_index, temperature in enumerate(temperatures):
+            inputs = AttributeDict(self.exposed_inputs(PremeltWorkChain, namespace='premelt'))
+            inputs.parameters = orm.Dict({**inputs.parameters.get_dict(), 'temperature': temperature,
+                                          'seed': self.inputs.seed.value + t_index})
+            inputs.structures = self.ctx.packings[t_index]
+            inputs.metadata = {'call_link_label': PREMELT_LINK.format(index=t_index)}
+            self.to_context(**{PREMELT_LINK.format(index=t_index): self.submit(PremeltWorkChain, **inputs)})
+
+    def inspect_premelt(self):
+        failed = []
+        for t_index in range(len(self.ctx.packings)):
+            node = self.ctx[PREMELT_LINK.format(index=t_index)]
+            if not node.is_finished_ok:
+                failed.append(f'{PREMELT_LINK.format(index=t_index)} <{node.pk}> exit {node.exit_status}')
+                continue
+            self.ctx.packings[t_index] = dict(node.outputs.structures)
+        if failed:
+            return self.exit_codes.ERROR_PREMELT.format(failed=', '.join(failed))
+        return None
 
     def run_md(self):
         densities = [float(d) for d in self.inputs.densities.get_list()]
@@ -105,28 +159,23 @@ class ReferenceMeltWorkChain(ProtocolMixin, WorkChain):
         settings = self.inputs.label.settings.get_dict()
         seed = self.inputs.seed.value
         for t_index, temperature in enumerate(temperatures):
-            structures = {}
-            for d_index, density in enumerate(densities):
-                key = f'd{d_index}'
-                structures[key] = random_melt(
-                    self.inputs.composition, self.inputs.formula_units, orm.Float(density), self.inputs.min_distance,
-                    orm.Int(seed + t_index * len(densities) + d_index),
-                )
+            structures = self.ctx.packings[t_index]
             inputs = AttributeDict(self.exposed_inputs(LabelWorkChain, namespace='label'))
             md = {**settings[engine]['md'], 'temperature': temperature, 'seed': seed + t_index}
             inputs.settings = orm.Dict({**settings, engine: {**settings[engine], 'md': md}})
             inputs.structures = structures
-            inputs.metadata = {'call_link_label': f'md_t{t_index}'}
-            self.to_context(**{f'md_t{t_index}': self.submit(LabelWorkChain, **inputs)})
-        self.report(f'reference MD of {len(densities)} packings ({", ".join(f"{d:g}" for d in densities)} g/cm^3) at '
+            inputs.metadata = {'call_link_label': MD_LINK.format(index=t_index)}
+            self.to_context(**{MD_LINK.format(index=t_index): self.submit(LabelWorkChain, **inputs)})
+        melted = 'pre-melted ' if self.should_premelt() else ''
+        self.report(f'reference MD of {len(densities)} {melted}packings ({", ".join(f"{d:g}" for d in densities)} g/cm^3) at '
                     f'{", ".join(f"{t:g}" for t in temperatures)} K')
 
     def collect(self):
         datasets, failed = {}, []
         for t_index in range(len(self.inputs.temperatures.get_list())):
-            node = self.ctx[f'md_t{t_index}']
+            node = self.ctx[MD_LINK.format(index=t_index)]
             if not node.is_finished_ok or 'dataset' not in node.outputs:
-                failed.append(f'md_t{t_index} <{node.pk}> exit {node.exit_status}')
+                failed.append(f'{MD_LINK.format(index=t_index)} <{node.pk}> exit {node.exit_status}')
                 continue
             datasets[f't{t_index}'] = node.outputs.dataset
         if failed:

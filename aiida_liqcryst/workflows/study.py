@@ -133,7 +133,7 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
         if holdout_dataset is None:
             melt = ReferenceMeltWorkChain.get_builder_from_protocol(
                 codes['engine'], composition, engine=engine, protocol=inputs['holdout']['protocol'],
-                overrides=inputs['holdout'].get('overrides'))
+                overrides=inputs['holdout'].get('overrides'), lammps_code=codes['lmp'])
             builder.holdout = melt._inputs(prune=True)
         else:
             builder.holdout_dataset = holdout_dataset
