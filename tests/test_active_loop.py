@@ -5,7 +5,9 @@ import pytest
 from aiida import orm
 from aiida.engine import run_get_node
 
-from aiida_liqcryst.workflows.active_loop import ActiveLoopWorkChain, conditions_for, convergence_reason, densities_of, stage_error
+from aiida_liqcryst.workflows.active_loop import (
+    PREMELT_LINK, ActiveLoopWorkChain, conditions_for, convergence_reason, densities_of, stage_error,
+)
 
 from .conftest import COMPOSITION
 
@@ -29,8 +31,14 @@ def test_packings_are_made_at_the_given_densities(loop):
     densities = densities_of(loop.inputs.density)
     packings = loop.base.links.get_outgoing(link_label_filter='initial_labels').one().node.inputs.structures
     assert len(packings) == 2 and len(densities) > 1
+    # the reference labels the classical pre-melt of each random packing (LAMMPS, at the initial MD's temperature)
+    premelt = loop.base.links.get_outgoing(link_label_filter=PREMELT_LINK).one().node
+    assert premelt.is_finished_ok and premelt.inputs.parameters['temperature'] == 3000
     for index in range(2):
-        atoms = packings[f'melt_{index}'].get_ase()
+        key = f'melt_{index}'
+        assert packings[key].uuid == premelt.outputs.structures[key].uuid
+        assert premelt.inputs.structures[key].creator.process_label == 'random_melt'
+        atoms = packings[key].get_ase()
         grams_per_cm3 = atoms.get_masses().sum() * _amu * 1e3 / (atoms.get_volume() * 1e-24)
         assert grams_per_cm3 == pytest.approx(densities[index], rel=1e-6)
 

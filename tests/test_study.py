@@ -3,6 +3,8 @@ production models through E(V) and the searches, and the report made from the gr
 
 import json
 
+import numpy as np
+
 import pytest
 from aiida import orm
 
@@ -112,6 +114,9 @@ def test_report_from_the_graph(tiny_study, tmp_path):
     assert stored['wall_minutes'] > 0
     text = (tmp_path / 'report.txt').read_text()
     assert 'LP active loop' in text and 'HP active loop' in text and 'stishovite' in text and 'MISSED' in text
+    # held-out errors per (density, temperature) of the reference melt: every frame found its condition
+    conditions = text.split('per condition of the reference melt')[1].split('\n\n')[0]
+    assert '?' not in conditions and conditions.count('HP ') == 4 and conditions.count('LP ') == 4
     for name in ('fig1_parity_HP.png', 'fig1_parity_LP.png', 'fig2_ev_LP_HP.png', 'fig3_relabel_0GPa.png'):
         assert (tmp_path / name).stat().st_size > 10000, name
 
@@ -143,3 +148,21 @@ def test_space_group_labels_compare_as_numbers():
     headlines = analysis.search_headlines(ranking)
     assert headlines['best_space_group'] == 136
     assert analysis.compare_with_targets({'search_10gpa_best_space_group': 136})['search_10gpa_best_space_group']['met']
+
+
+def test_errors_by_condition():
+    from aiida_liqcryst.analysis.study import errors_by_condition
+
+    rng = np.random.default_rng(1)
+    natoms = [3, 3, 2]
+    forces = rng.normal(size=(8, 3))
+    shift = np.zeros((8, 3))
+    shift[6:] = 0.5  # only the last frame's forces are off, by 0.5 per component
+    rows = errors_by_condition([('a', 1), ('a', 1), ('b', 2)], [-7.0, -7.1, -6.0], [-7.01, -7.07, -6.0],
+                               forces, forces + shift, natoms)
+    assert [r['condition'] for r in rows] == [('a', 1), ('b', 2)]
+    assert rows[0]['nframes'] == 2 and rows[0]['rmse_e_mev_atom'] == pytest.approx(np.sqrt((10**2 + 30**2) / 2))
+    assert rows[0]['rmse_f_ev_a'] == 0 and rows[1]['rmse_f_ev_a'] == pytest.approx(0.5)
+    assert rows[1]['force_rms_ev_a'] == pytest.approx(np.sqrt(np.mean(forces[6:] ** 2)))
+    with pytest.raises(ValueError, match='do not match'):
+        errors_by_condition(['a'], [-7.0], [-7.0], forces, forces, [3])

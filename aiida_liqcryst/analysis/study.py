@@ -177,3 +177,34 @@ def compare_with_targets(headlines: dict) -> dict:
             met = value == target
         result[key] = {'value': value, 'target': f'{op} {target}', 'met': met}
     return result
+
+
+def errors_by_condition(conditions: list, energy_reference, energy_predicted, forces_reference, forces_predicted,
+                        natoms: list[int]) -> list[dict]:
+    """Held-out errors per condition (e.g. density and temperature of the reference MD that made each frame).
+
+    :param conditions: one hashable label per frame, in the frames' order.
+    :param energy_reference: per-frame energies per atom (eV/atom), the same order; ``energy_predicted`` likewise.
+    :param forces_reference: per-atom force rows (sum(natoms), 3) in frame order; ``forces_predicted`` likewise.
+    :param natoms: atoms per frame.
+    :returns: one row per condition (in order of first appearance): ``condition``, ``nframes``,
+        ``rmse_e_mev_atom``, ``rmse_f_ev_a``, ``force_rms_ev_a`` (the reference forces' own RMS, for scale).
+    """
+    energy_error = np.asarray(energy_predicted, float) - np.asarray(energy_reference, float)
+    forces_reference = np.asarray(forces_reference, float).reshape(-1, 3)
+    force_error = np.asarray(forces_predicted, float).reshape(-1, 3) - forces_reference
+    if not len(conditions) == len(energy_error) == len(natoms) or sum(natoms) != len(force_error):
+        raise ValueError(f'{len(conditions)} conditions, {len(energy_error)} energies, {len(natoms)} frames of '
+                         f'{sum(natoms)} atoms and {len(force_error)} force rows do not match')
+    starts = np.concatenate([[0], np.cumsum(natoms)])
+    rows = {}
+    for index, condition in enumerate(conditions):
+        row = rows.setdefault(condition, {'e': [], 'f': [], 'ref': []})
+        row['e'].append(energy_error[index])
+        row['f'].append(force_error[starts[index]:starts[index + 1]])
+        row['ref'].append(forces_reference[starts[index]:starts[index + 1]])
+    return [{'condition': condition, 'nframes': len(row['e']),
+             'rmse_e_mev_atom': 1e3 * float(np.sqrt(np.mean(np.square(row['e'])))),
+             'rmse_f_ev_a': float(np.sqrt(np.mean(np.square(np.concatenate(row['f']))))),
+             'force_rms_ev_a': float(np.sqrt(np.mean(np.square(np.concatenate(row['ref'])))))}
+            for condition, row in rows.items()]
