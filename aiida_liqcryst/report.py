@@ -11,6 +11,7 @@ import pathlib
 
 import numpy as np
 from aiida import orm
+from aiida.common.links import LinkType
 from ase import Atoms
 
 from aiida_liqcryst.demo import format_search, format_table
@@ -31,7 +32,9 @@ STUDY_JSON_KEYS = (
 
 def called(node: orm.WorkflowNode, link: str):
     """The sub-process of ``node`` called with ``link`` (None when it was not called)."""
-    found = node.base.links.get_outgoing(link_label_filter=link).all()
+    # CALL links only: a work chain's output may carry the same label as the sub-process that made it
+    found = node.base.links.get_outgoing(link_type=(LinkType.CALL_CALC, LinkType.CALL_WORK),
+                                         link_label_filter=link).all()
     return found[0].node if found else None
 
 
