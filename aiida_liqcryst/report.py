@@ -12,8 +12,8 @@ import pathlib
 import numpy as np
 from aiida import orm
 from aiida.common.links import LinkType
-from ase import Atoms
 
+from aiida_liqcryst.deepmd.data.dataset import frame_density
 from aiida_liqcryst.demo import format_search, format_table
 from aiida_liqcryst.workflows.active_loop import PRODUCTION_LINK, summary_errors
 from aiida_liqcryst.workflows.reference_melt import MD_LINK
@@ -95,10 +95,7 @@ def frame_conditions(melt: orm.WorkflowNode) -> dict:
         if md is None or 'dataset' not in md.outputs:
             continue
         for frame in md.outputs.dataset.get_frames():
-            natoms = len(frame['symbols'])
-            mass = Atoms(frame['symbols']).get_masses().sum()
-            density = mass * 1.66053906660 / abs(np.linalg.det(frame['cell']))  # amu/Å^3 -> g/cm^3
-            conditions[frame['energy'] / natoms] = (round(float(density), 2), int(temperature))
+            conditions[frame['energy'] / len(frame['symbols'])] = (round(frame_density(frame), 2), int(temperature))
     return conditions
 
 

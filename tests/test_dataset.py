@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from aiida import orm
 
-from aiida_liqcryst.deepmd.calcfunctions import build_dataset, merge_datasets
-from aiida_liqcryst.deepmd.data.dataset import LabeledDatasetData
+from aiida_liqcryst.deepmd.calcfunctions import build_dataset, merge_datasets, select_by_density
+from aiida_liqcryst.deepmd.data.dataset import LabeledDatasetData, frame_density, frames_in_density_range
 
 from .conftest import labeled_nodes
 
@@ -100,3 +100,20 @@ def test_bad_input(melt_frames):
         build_dataset(type_map=orm.List(TYPE_MAP), **unpaired)
     with pytest.raises(ValueError, match='at least one labeled frame'):
         LabeledDatasetData(type_map=TYPE_MAP, frames=[])
+
+
+def test_select_by_density(sio2_dataset):
+    # Si diamond: 8 atoms x 28.0855 amu in 5.43^3 Å^3 is 2.33 g/cm^3 (the textbook value)
+    assert frame_density({'symbols': ['Si'] * 8, 'cell': np.eye(3) * 5.43}) == pytest.approx(2.329, abs=0.002)
+    loose = sio2_dataset.get_frames()
+    dense = [dict(frame, cell=frame['cell'] * 0.9, positions=frame['positions'] * 0.9) for frame in loose]
+    assert frame_density(dense[0]) == pytest.approx(frame_density(loose[0]) / 0.9 ** 3)
+    middle = (frame_density(loose[0]) + frame_density(dense[0])) / 2
+    assert len(frames_in_density_range(loose + dense, 0.0, middle)) == len(loose)
+    assert frames_in_density_range(loose + dense, middle, 100.0) == dense
+    dataset = LabeledDatasetData(type_map=TYPE_MAP, frames=loose + dense)
+    picked = select_by_density(dataset, orm.List([middle, 100.0]))
+    assert picked.nframes == len(dense) and picked.creator.inputs.dataset.uuid == dataset.uuid
+    assert sorted(f['energy'] for f in picked.get_frames()) == pytest.approx(sorted(f['energy'] for f in dense))
+    with pytest.raises(ValueError, match='no frame of the dataset lies in'):
+        select_by_density(dataset, orm.List([50.0, 100.0]))

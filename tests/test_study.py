@@ -10,7 +10,8 @@ from aiida import orm
 
 from aiida_liqcryst.analysis import study as analysis
 from aiida_liqcryst.deepmd.calculations.train import check_parameters
-from aiida_liqcryst.workflows.study import LOOP_LINKS, StudyWorkChain
+from aiida_liqcryst.deepmd.data.dataset import frame_density
+from aiida_liqcryst.workflows.study import LOOP_LINKS, StudyWorkChain, validate_holdout_densities
 
 from .conftest import COMPOSITION, TINY_PRODUCTION, tiny_overrides
 
@@ -20,6 +21,7 @@ TINY_LOOP = tiny_overrides(
               for stage, pressures in (('LP', [0]), ('HP', [0, 10]))},
 )
 TINY_STUDY = {
+    'holdout_densities': {'LP': [2.0, 2.6]},  # of TINY_MELT's 2.3 and 3.0 g/cm^3: LP is scored at 2.3 only
     'loop': {'overrides': TINY_LOOP},
     'eos': {'polymorphs': ['stishovite'], 'overrides': {
         'number_of_points': 5, 'volume_range': [0.94, 1.06], 'relax_settings': {'steps': 8, 'scan_steps': 2, 'fmax': 0.05}}},
@@ -77,6 +79,14 @@ def test_tiny_study_reaches_every_step(tiny_study, holdout_set):
         # the production model (not the ensemble) goes on to the E(V) step
         assert eos.inputs.potentials[label].uuid == loop.outputs.production.model_0.uuid
     assert set(eos.outputs.tables) == {'LP', 'HP'}
+    # LP's held-out set: the study's frames within its densities, selected with provenance; HP's: all of them
+    loops = {label: tiny_study.base.links.get_outgoing(link_label_filter=link).one().node for label, link in LOOP_LINKS.items()}
+    assert loops['HP'].inputs.train.holdout.uuid == holdout.uuid
+    lp_holdout = loops['LP'].inputs.train.holdout
+    assert lp_holdout.creator.inputs.dataset.uuid == holdout.uuid
+    densities = [frame_density(frame) for frame in holdout.get_frames()]
+    assert lp_holdout.nframes == sum(2.0 <= d <= 2.6 for d in densities) and 0 < lp_holdout.nframes < holdout.nframes
+    assert all(2.0 <= frame_density(frame) <= 2.6 for frame in lp_holdout.get_frames())
     searches = [tiny_study.base.links.get_outgoing(link_label_filter=f'search_{i}').one().node for i in range(2)]
     assert [s.inputs.pressure.value for s in searches] == [0.0, 10.0]
     hp = tiny_study.base.links.get_outgoing(link_label_filter=LOOP_LINKS['HP']).one().node
@@ -116,9 +126,24 @@ def test_report_from_the_graph(tiny_study, tmp_path):
     assert 'LP active loop' in text and 'HP active loop' in text and 'stishovite' in text and 'MISSED' in text
     # held-out errors per (density, temperature) of the reference melt: every frame found its condition
     conditions = text.split('per condition of the reference melt')[1].split('\n\n')[0]
-    assert '?' not in conditions and conditions.count('HP ') == 4 and conditions.count('LP ') == 4
+    assert '?' not in conditions and conditions.count('HP ') == 4 and conditions.count('LP ') == 2
+    assert all(' 2.3 ' in line for line in conditions.splitlines() if line.strip().startswith('LP '))
     for name in ('fig1_parity_HP.png', 'fig1_parity_LP.png', 'fig2_ev_LP_HP.png', 'fig3_relabel_0GPa.png'):
         assert (tmp_path / name).stat().st_size > 10000, name
+
+
+def test_holdout_densities_are_checked_and_an_empty_selection_stops_the_study(codes, holdout_set):
+    from aiida.engine import run_get_node
+
+    assert validate_holdout_densities(orm.Dict({'LP': [2.0, 2.6]}), None) is None
+    for bad in ({'XP': [2.0, 2.6]}, {'LP': [2.6, 2.0]}, {'LP': [0, 2.0]}, {'LP': [2.0]}, {'HP': ['a', 3]}):
+        assert validate_holdout_densities(orm.Dict(bad), None) is not None, bad
+    builder = StudyWorkChain.get_builder_from_protocol(study_codes(codes), COMPOSITION, protocol='demo', overrides=TINY_STUDY,
+                                                       holdout_dataset=holdout_set.outputs.dataset)
+    builder.holdout_densities = orm.Dict({'LP': [5.0, 6.0]})  # no melt frame is that dense
+    _, node = run_get_node(builder)
+    assert node.exit_status == StudyWorkChain.exit_codes.ERROR_HOLDOUT_EMPTY.status
+    assert not node.base.links.get_outgoing(link_label_filter=LOOP_LINKS['LP']).all()  # nothing launched
 
 
 def test_headline_functions():

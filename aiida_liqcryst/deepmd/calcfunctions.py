@@ -7,7 +7,7 @@ import re
 from aiida import orm
 from aiida.engine import calcfunction
 
-from .data.dataset import LabeledDatasetData
+from .data.dataset import LabeledDatasetData, frames_in_density_range
 
 PAIR_KEY = re.compile(r'^(structure|labels)_(\w+)$')
 
@@ -74,3 +74,16 @@ def merge_datasets(**datasets) -> LabeledDatasetData:
             raise ValueError(f'type maps differ: `{first_key}` has {first}, `{key}` has {type_map}')
     frames = [frame for key in sorted(datasets) for frame in datasets[key].get_frames()]
     return LabeledDatasetData(type_map=first, frames=frames)
+
+
+@calcfunction
+def select_by_density(dataset: LabeledDatasetData, bounds: orm.List) -> LabeledDatasetData:
+    """The frames of ``dataset`` whose density lies in ``bounds`` ([low, high] g/cm^3).
+
+    :raises ValueError: no frame lies in ``bounds`` (a dataset holds at least one frame).
+    """
+    low, high = bounds.get_list()
+    frames = frames_in_density_range(dataset.get_frames(), low, high)
+    if not frames:
+        raise ValueError(f'no frame of the dataset lies in [{low}, {high}] g/cm^3')
+    return LabeledDatasetData(type_map=list(dataset.type_map), frames=frames)

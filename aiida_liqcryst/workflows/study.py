@@ -13,7 +13,8 @@ from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, calcfunction, if_
 from aiida.plugins import WorkflowFactory
 
-from aiida_liqcryst.deepmd.data.dataset import LabeledDatasetData
+from aiida_liqcryst.deepmd.calcfunctions import select_by_density
+from aiida_liqcryst.deepmd.data.dataset import LabeledDatasetData, frames_in_density_range
 from aiida_liqcryst.protocols import ProtocolMixin
 
 ActiveLoopWorkChain = WorkflowFactory('liqcryst.active_loop')
@@ -26,6 +27,20 @@ HOLDOUT_LINK = 'holdout'
 LOOP_LINKS = {'LP': 'loop_lp', 'HP': 'loop_hp'}
 EOS_LINK = 'eos'
 SEARCH_LINK = 'search_{index}'
+LOOP_HOLDOUT_LINK = 'holdout_{label}'  # the selection of a loop's own held-out frames
+
+
+def validate_holdout_densities(value, _):
+    if value is None:
+        return None
+    bounds = value.get_dict()
+    if unknown := set(bounds) - set(LOOP_LINKS):
+        return f'`holdout_densities` keys must be among {sorted(LOOP_LINKS)}, got {sorted(unknown)}'
+    for label, pair in bounds.items():
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(x, (int, float)) for x in pair)
+                or not 0 < pair[0] < pair[1]):
+            return f'`holdout_densities.{label}` must be [low, high] g/cm^3 with 0 < low < high, got {pair}'
+    return None
 
 
 def validate_inputs(inputs, _):
@@ -95,6 +110,9 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
             'help': 'The reference MD that makes the held-out liquid set (when `holdout_dataset` is not given).'})
         spec.input('holdout_dataset', valid_type=LabeledDatasetData, required=False,
                    help='A held-out set made before (e.g. by an earlier study), reused instead of running `holdout`.')
+        spec.input('holdout_densities', valid_type=orm.Dict, required=False, validator=validate_holdout_densities,
+                   help='Per loop (LP, HP), [low, high] g/cm^3: the loop is scored, and its trust levels set, on the '
+                        'held-out frames in that range only, the conditions it explores (default: all frames).')
         for label in LOOP_LINKS:
             spec.expose_inputs(ActiveLoopWorkChain, namespace=label.lower(), exclude=('train.holdout',),
                                namespace_options={'help': f'The {label} active loop (its held-out set is the study\'s).'})
@@ -119,6 +137,8 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
         spec.exit_code(401, 'ERROR_HOLDOUT', message='making the held-out set failed: {message}')
         spec.exit_code(402, 'ERROR_LOOP', message='the {label} active loop failed: {message}')
         spec.exit_code(403, 'ERROR_CRYSTALS', message='crystal steps failed: {message}')
+        spec.exit_code(404, 'ERROR_HOLDOUT_EMPTY',
+                       message='no held-out frame lies in the {label} loop\'s `holdout_densities` {bounds} g/cm^3')
 
     @classmethod
     def get_builder_from_protocol(cls, codes: dict, composition: dict, engine: str = 'oracle', protocol=None,
@@ -152,6 +172,8 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
                                                               overrides=inputs['search'].get('overrides'))
         builder.search = {k: v for k, v in search._inputs(prune=True).items() if k not in ('potential', 'pressure')}
         builder.search_pressures = orm.List([float(p) for p in inputs['search']['pressures']])
+        if inputs.get('holdout_densities'):
+            builder.holdout_densities = orm.Dict(inputs['holdout_densities'])
         return builder
 
     def needs_holdout(self):
@@ -173,9 +195,21 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
     def run_loops(self):
         holdout = self.ctx.get('holdout_dataset') or self.inputs.holdout_dataset
         self.ctx.holdout_dataset = holdout
+        densities = self.inputs.holdout_densities.get_dict() if 'holdout_densities' in self.inputs else {}
+        held_out = {}
+        for label in LOOP_LINKS:
+            held_out[label] = holdout
+            if label in densities:
+                # a loop's error, and so its trust levels, are measured where it explores, not at conditions it never sees
+                if not frames_in_density_range(holdout.get_frames(), *densities[label]):
+                    return self.exit_codes.ERROR_HOLDOUT_EMPTY.format(label=label, bounds=densities[label])
+                held_out[label] = select_by_density(holdout, orm.List(densities[label]), metadata={
+                    'call_link_label': LOOP_HOLDOUT_LINK.format(label=label.lower())})
+                self.report(f'{label} held-out set: {held_out[label].nframes} of {holdout.nframes} frames, '
+                            f'{densities[label][0]:g}-{densities[label][1]:g} g/cm^3')
         for label, link in LOOP_LINKS.items():
             inputs = AttributeDict(self.exposed_inputs(ActiveLoopWorkChain, namespace=label.lower()))
-            inputs.train.holdout = holdout
+            inputs.train.holdout = held_out[label]
             inputs.metadata = {'call_link_label': link}
             node = self.submit(ActiveLoopWorkChain, **inputs)
             self.report(f'{label} active loop <{node.pk}> launched')

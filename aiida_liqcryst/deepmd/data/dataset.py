@@ -24,6 +24,22 @@ import tempfile
 import numpy as np
 from aiida import orm
 
+AMU_PER_A3_IN_G_PER_CM3 = 1.66053906660
+
+
+def frame_density(frame: dict) -> float:
+    """Mass density (g/cm^3) of a frame (``symbols`` and ``cell``)."""
+    from ase.data import atomic_masses, atomic_numbers
+
+    mass = sum(atomic_masses[atomic_numbers[symbol]] for symbol in frame['symbols'])
+    return float(mass * AMU_PER_A3_IN_G_PER_CM3 / abs(np.linalg.det(np.asarray(frame['cell']))))
+
+
+def frames_in_density_range(frames: list[dict], low: float, high: float) -> list[dict]:
+    """The frames whose density (g/cm^3) lies in [low, high]."""
+    return [frame for frame in frames if low <= frame_density(frame) <= high]
+
+
 ARRAY_FILES = {name: f'{name}.npy' for name in ('coord', 'box', 'energy', 'force', 'virial')}
 SET_NAME = 'set.000'
 
