@@ -21,12 +21,14 @@ from aiida import orm
 from aiida.common.links import LinkType
 
 from aiida_liqcryst.workflows.active_loop import INITIAL_LABELS_LINK
+from aiida_liqcryst.workflows.active_loop import LABEL_LINK as LOOP_LABEL_LINK
+from aiida_liqcryst.workflows.active_loop import TRAIN_LINK as LOOP_TRAIN_LINK
 
 ACTIVE_LOOP = 'aiida.workflows:liqcryst.active_loop'
 LABEL = 'aiida.workflows:liqcryst.label'
 EOS_SCAN = 'aiida.workflows:liqcryst.eos_scan'
-LABEL_LINK = re.compile(r'^label_(?P<iteration>\d+)$')
-TRAIN_LINK = re.compile(r'^train_(?P<iteration>\d+)$')
+LABEL_LINK = re.compile('^' + LOOP_LABEL_LINK.format(iteration=r'(?P<iteration>\d+)') + '$')
+TRAIN_LINK = re.compile('^' + LOOP_TRAIN_LINK.format(iteration=r'(?P<iteration>\d+)') + '$')
 #: extras ``select_candidates`` sets on every candidate, copied into the rows of :func:`labeled_frames` as
 #: (row column, extra): the extra ``structure`` (key of the MD's starting structure) is the column ``packing``
 CANDIDATE_EXTRAS = (

@@ -15,7 +15,9 @@ from aiida.common.links import LinkType
 
 from aiida_liqcryst.deepmd.data.dataset import frame_density
 from aiida_liqcryst.demo import format_search, format_table
-from aiida_liqcryst.workflows.active_loop import PRODUCTION_LINK, summary_errors
+from aiida_liqcryst.workflows.active_loop import (
+    EXPLORE_LINK, INITIAL_LABELS_LINK, LABEL_LINK, PREMELT_LINK, PRODUCTION_LINK, TRAIN_LINK, summary_errors,
+)
 from aiida_liqcryst.workflows.reference_melt import MD_LINK
 from aiida_liqcryst.workflows.study import EOS_LINK, LOOP_LINKS, SEARCH_LINK
 from aiida_liqcryst.workflows.study import HOLDOUT_LINK as MELT_LINK
@@ -130,6 +132,53 @@ def holdout_condition_lines(study: orm.WorkflowNode) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def timeline(study: orm.WorkflowNode) -> list[dict]:
+    """Each step of the study with its start and end in minutes from the study's start (end None: not finished).
+
+    Steps: the held-out melt; per loop its pre-melt, initial labels, each iteration's training, exploration and
+    labels, and its production training; E(V); the searches. Read from the process nodes' creation and last
+    modification times, so it also works on an imported archive.
+    """
+    origin = study.ctime
+
+    def row(name, node):
+        if node is None:
+            return None
+        end = (node.mtime - origin).total_seconds() / 60 if node.is_terminated else None
+        return {'step': name, 'start': round((node.ctime - origin).total_seconds() / 60, 1),
+                'end': None if end is None else round(end, 1)}
+
+    rows = [row('held-out melt', called(study, MELT_LINK))]
+    for label, link in LOOP_LINKS.items():
+        loop = called(study, link)
+        if loop is None:
+            continue
+        rows += [row(f'{label} pre-melt', called(loop, PREMELT_LINK)),
+                 row(f'{label} initial labels', called(loop, INITIAL_LABELS_LINK))]
+        iteration = 0
+        while (train := called(loop, TRAIN_LINK.format(iteration=iteration))) is not None:
+            rows += [row(f'{label} iteration {iteration} training', train),
+                     row(f'{label} iteration {iteration} exploration', called(loop, EXPLORE_LINK.format(iteration=iteration))),
+                     row(f'{label} iteration {iteration} labels', called(loop, LABEL_LINK.format(iteration=iteration)))]
+            iteration += 1
+        rows.append(row(f'{label} production training', called(loop, PRODUCTION_LINK)))
+    rows.append(row('E(V) of the polymorphs', called(study, EOS_LINK)))
+    for index, pressure in enumerate(study.inputs.search_pressures.get_list()):
+        rows.append(row(f'search at {pressure:g} GPa', called(study, SEARCH_LINK.format(index=index))))
+    return [r for r in rows if r is not None]
+
+
+def timeline_lines(rows: list[dict]) -> list[str]:
+    """The timeline as a table: start, end and wall minutes of each step (steps of LP and HP overlap)."""
+    lines = ['timeline (minutes from the study\'s start; LP and HP run side by side, the crystal steps together)',
+             f'{"step":34s} {"start":>6s} {"end":>6s} {"wall":>6s}']
+    for r in rows:
+        end = f'{r["end"]:6.1f}' if r['end'] is not None else f'{"-":>6s}'
+        wall = f'{r["end"] - r["start"]:6.1f}' if r['end'] is not None else f'{"-":>6s}'
+        lines.append(f'{r["step"]:34s} {r["start"]:6.1f} {end} {wall}')
+    return lines
+
+
 def target_lines(targets: dict) -> list[str]:
     lines = [f'{"claim":38s} {"measured":>12s} {"target":>10s}  verdict']
     for key, row in targets.items():
@@ -225,13 +274,16 @@ def study_report(study: orm.WorkflowNode, output=None, echo=print) -> dict:
         if search is not None and 'summary' in search.outputs:
             lines += ['', f'search at {pressure:g} GPa with the HP potential <{search.pk}>']
             lines += ['  ' + line for line in format_search({key: search.outputs[key] for key in search.outputs})]
+    steps = timeline(study)
+    lines += [''] + timeline_lines(steps)
     data = {}
     if 'headlines' in study.outputs:
         content = study.outputs.headlines.get_dict()
         minutes = (study.mtime - study.ctime).total_seconds() / 60
         data = {'date': study.ctime.date().isoformat(), 'wall_minutes': round(minutes, 1), **content['headlines']}
         data = {**{k: data.get(k) for k in STUDY_JSON_KEYS}, **data,
-                'targets': content['targets'], 'study_uuid': study.uuid}
+                'targets': content['targets'], 'study_uuid': study.uuid,
+                'timeline_minutes': {r['step']: [r['start'], r['end']] for r in steps}}
         lines += ['', 'the claims against their targets'] + target_lines(content['targets'])
     for line in lines:
         echo(line)

@@ -130,6 +130,18 @@ def test_report_from_the_graph(tiny_study, tmp_path):
     assert all(' 2.3 ' in line for line in conditions.splitlines() if line.strip().startswith('LP '))
     for name in ('fig1_parity_HP.png', 'fig1_parity_LP.png', 'fig2_ev_LP_HP.png', 'fig3_relabel_0GPa.png'):
         assert (tmp_path / name).stat().st_size > 10000, name
+    # the timeline: every step of both loops and the crystals, each after the step it waits for
+    steps = stored['timeline_minutes']
+    for label in ('LP', 'HP'):
+        assert f'{label} iteration 0 training' in steps and f'{label} production training' in steps
+        order = [steps.get(f'{label} pre-melt'), steps[f'{label} initial labels'], steps[f'{label} iteration 0 training'],
+                 steps[f'{label} iteration 0 exploration'], steps[f'{label} production training'],
+                 steps['E(V) of the polymorphs']]
+        order = [step for step in order if step is not None]
+        assert all(a[1] <= b[0] for a, b in zip(order, order[1:])), order
+    assert 'held-out melt' not in steps  # the held-out set was given, not made
+    assert all(0 <= start <= end <= stored['wall_minutes'] for start, end in steps.values())
+    assert 'timeline (minutes' in text and 'search at 0 GPa' in text
 
 
 def test_holdout_densities_are_checked_and_an_empty_selection_stops_the_study(codes, holdout_set):

@@ -23,6 +23,10 @@ PremeltWorkChain = WorkflowFactory('liqcryst.premelt')
 INITIAL_LABELS_LINK = 'initial_labels'
 PREMELT_LINK = 'premelt'
 PRODUCTION_LINK = 'production'
+# per iteration: .format(iteration=i)
+TRAIN_LINK = 'train_{iteration}'
+EXPLORE_LINK = 'explore_{iteration}'
+LABEL_LINK = 'label_{iteration}'
 
 STAGE_KEYS = {'temperatures', 'pressures', 'steps'}
 STAGE_DEFAULTS = {'ensemble': 'npt', 'timestep': 0.001, 'dump_every': 10, 'thermo_every': 10}
@@ -490,7 +494,7 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
             if 'reuse_parameters' in self.inputs:
                 parameters = recursive_merge(inputs.train.train.parameters.get_dict(), self.inputs.reuse_parameters.get_dict())
                 inputs.train.train.parameters = orm.Dict(parameters)
-        inputs.metadata = {'call_link_label': f'train_{self.ctx.iteration}'}
+        inputs.metadata = {'call_link_label': TRAIN_LINK.format(iteration=self.ctx.iteration)}
         self.ctx.table_nodes[f'size_{self.ctx.iteration}'] = orm.Int(self.ctx.dataset.nframes).store()
         return ToContext(ensemble=self.submit(TrainEnsembleWorkChain, **inputs))
 
@@ -517,7 +521,7 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
             inputs.eps_lo, inputs.eps_hi = orm.Float(factors['lo'] * error), orm.Float(factors['hi'] * error)
             self.report(f'iteration {self.ctx.iteration}: trust levels {inputs.eps_lo.value:.3f} / {inputs.eps_hi.value:.3f} '
                         f'eV/Å = {factors["lo"]:g} / {factors["hi"]:g} x the held-out force RMSE {error:.3f} eV/Å')
-        inputs.metadata = {'call_link_label': f'explore_{self.ctx.iteration}'}
+        inputs.metadata = {'call_link_label': EXPLORE_LINK.format(iteration=self.ctx.iteration)}
         return ToContext(exploration=self.submit(ExploreMDWorkChain, **inputs))
 
     def inspect_explore(self):
@@ -552,7 +556,7 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
     def label_candidates(self):
         inputs = AttributeDict(self.exposed_inputs(LabelWorkChain, namespace='label'))
         inputs.structures = self.ctx.candidates
-        inputs.metadata = {'call_link_label': f'label_{self.ctx.iteration}'}
+        inputs.metadata = {'call_link_label': LABEL_LINK.format(iteration=self.ctx.iteration)}
         return ToContext(labeling=self.submit(LabelWorkChain, **inputs))
 
     def inspect_labels(self):

@@ -16,6 +16,7 @@ from aiida.plugins import WorkflowFactory
 from aiida_liqcryst.deepmd.calcfunctions import select_by_density
 from aiida_liqcryst.deepmd.data.dataset import LabeledDatasetData, frames_in_density_range
 from aiida_liqcryst.protocols import ProtocolMixin
+from aiida_liqcryst.workflows.active_loop import TRAIN_LINK
 
 ActiveLoopWorkChain = WorkflowFactory('liqcryst.active_loop')
 EOSScanWorkChain = WorkflowFactory('liqcryst.eos_scan')
@@ -64,7 +65,7 @@ def loop_summary(loop: orm.WorkflowNode) -> orm.Dict:
     """The summary of the model that goes on to the crystals (production, else the final ensemble)."""
     if 'production' in loop.outputs and 'summary' in loop.outputs.production:
         return loop.outputs.production.summary
-    train = loop.base.links.get_outgoing(link_label_filter=f'train_{len(loop.outputs.iterations.get_list()) - 1}').one()
+    train = loop.base.links.get_outgoing(link_label_filter=TRAIN_LINK.format(iteration=len(loop.outputs.iterations.get_list()) - 1)).one()
     return train.node.outputs.summary
 
 
