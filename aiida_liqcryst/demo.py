@@ -9,6 +9,7 @@ from aiida.engine import run_get_node
 from aiida.plugins import WorkflowFactory
 
 from aiida_liqcryst.workflows.active_loop import INITIAL_LABELS_LINK
+from aiida_liqcryst.workflows.label import LabelWorkChain
 
 
 def load_codes(computer: str = 'localhost') -> dict:
@@ -62,9 +63,8 @@ def validate(loop: orm.WorkflowNode, codes: dict, echo=print, frames: int = 12) 
     builder.md.structures = equilibrated_starts(initial_labels, dict(initial_labels.inputs.structures.items()))
     builder.md.conditions = orm.List(conditions_for(stage, seed=12345))  # other seeds than the loop's
     builder.md.max_candidates = orm.Int(frames)
-    builder.label.engine = orm.Str('oracle')
-    builder.label.code = codes['oracle']
-    builder.label.type_map = orm.List(potentials['model_0'].type_map)
+    builder.label = LabelWorkChain.get_builder_from_protocol(
+        codes['oracle'], None, 'oracle', potentials['model_0'].type_map)._inputs(prune=True)
     echo('validating the final model on fresh liquid frames')
     _, node = run_get_node(builder)
     return node

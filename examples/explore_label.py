@@ -71,12 +71,8 @@ def main():
 
     label = None
     if candidates:
-        builder = LabelWorkChain.get_builder()
-        builder.structures = candidates
-        builder.engine = orm.Str(args.engine)
-        builder.code = orm.load_code(f'{args.engine}@localhost')
-        builder.type_map = orm.List(type_map)
-        builder.protocol = orm.Str('demo')
+        builder = LabelWorkChain.get_builder_from_protocol(
+            orm.load_code(f'{args.engine}@localhost'), candidates, args.engine, type_map, protocol='demo')
         _, label = run_get_node(builder)
 
     labeled_by_condition = {}

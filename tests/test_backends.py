@@ -42,12 +42,8 @@ def chain(request, codes, sio2_dataset, melt_frames):
     _, explore = run_get_node(builder)
     assert explore.is_finished_ok, explore.exit_message
 
-    builder = LabelWorkChain.get_builder()
-    builder.structures = dict(explore.outputs.candidates.items())
-    builder.engine = orm.Str('oracle')
-    builder.code = codes['oracle']
-    builder.type_map = orm.List(sio2_dataset.type_map)
-    builder.protocol = orm.Str('demo')
+    builder = LabelWorkChain.get_builder_from_protocol(
+        codes['oracle'], dict(explore.outputs.candidates.items()), 'oracle', sio2_dataset.type_map, protocol='demo')
     _, label = run_get_node(builder)
     return backend, train, explore, label
 

@@ -173,15 +173,12 @@ def explore_calc(env, **changes):
     return _apply(builder, changes)
 
 
-def label(env, protocol=None, protocol_input=None, **changes):
-    from aiida import orm
+def label(env, protocol=None, overrides=None, **changes):
     from aiida.plugins import WorkflowFactory
 
     builder = WorkflowFactory('liqcryst.label').get_builder_from_protocol(
-        env.codes['oracle'], {'melt': env.melt}, 'oracle', ['O', 'Si'], protocol=protocol
+        env.codes['oracle'], {'melt': env.melt}, 'oracle', ['O', 'Si'], protocol=protocol, overrides=overrides
     )
-    if protocol_input is not None:  # the `protocol` input port itself
-        builder.protocol = orm.Str(protocol_input)
     return _apply(builder, changes)
 
 
@@ -371,8 +368,10 @@ CASES = [
     case(label, ['`settings` is keyed by engine', "unknown keys ['relax_steps']"], 'label-settings-not-keyed-by-engine',
          settings=_orm('Dict', {'relax_steps': 3})),
     case(label, ['`batch_size`', 'positive integer'], 'label-zero-batch-size', batch_size=_orm('Int', 0)),
-    case(label, ['`protocol`', "unknown protocol 'fast'", "choose one of ['demo', 'paper']"], 'label-unknown-protocol-input',
-         protocol_input='fast'),
+    case(label, ['unknown override keys [\'batch\']', "allowed are ['batch_size',"], 'label-unknown-override',
+         overrides={'batch': 4}),
+    case(label, ['`parameters.oracle`', 'the oracle has no parameters', '`settings`'], 'label-oracle-parameters',
+         parameters=_orm('Dict', {'oracle': {'relax_steps': 3}})),
     case(label, ['unknown protocol `fast`', "choose one of ['demo', 'paper']"], 'label-unknown-protocol', protocol='fast'),
     # -- liqcryst.oracle ------------------------------------------------------------------------------------------
     case(oracle_calc, ['`settings`', 'md.steps must be a positive integer'], 'oracle-negative-md-steps',

@@ -264,11 +264,13 @@ def test_vasp_inputs_write_the_paper_incar_and_gamma_kpoints(aiida_profile, tmp_
     from aiida_vasp.parsers.content_parsers.incar import IncarParser
     from aiida_vasp.parsers.content_parsers.kpoints import KpointsParser
 
-    from aiida_liqcryst.workflows.label import LabelWorkChain, vasp_inputs
+    from aiida_liqcryst.reference.vasp import vasp_inputs
+    from aiida_liqcryst.workflows.label import LabelWorkChain
 
     parameters = LabelWorkChain.get_protocol_inputs('paper')['parameters']['vasp']
+    assert parameters['potential_family'] == 'PBE.54'
     structure = orm.StructureData(ase=small_melt(0))
-    inputs = vasp_inputs(None, structure, 'PBE.54', parameters, {'withmpi': True})
+    inputs = vasp_inputs(None, structure, parameters['potential_family'], parameters, {'withmpi': True})
     assert inputs['potential_family'].value == 'PBE.54'
     assert inputs['potential_mapping'].get_dict() == {'O': 'O', 'Si': 'Si'}
     assert inputs['calc']['metadata']['options'] == {'withmpi': True}
@@ -294,7 +296,7 @@ def test_vasp_label_conversion_on_a_real_vasprun():
     import ase.test
     from aiida_vasp.parsers.content_parsers.vasprun import VasprunParser
 
-    from aiida_liqcryst.workflows.label import vasp_label_arrays
+    from aiida_liqcryst.reference.vasp import vasp_label_arrays
 
     path = pathlib.Path(ase.test.__file__).parent / 'testdata' / ASE_VASPRUN
     with open(path, 'rb') as handle:
@@ -304,7 +306,7 @@ def test_vasp_label_conversion_on_a_real_vasprun():
     misc = {key: quantities[key] for key in ('total_energies', 'forces', 'stress')}
     reference = ase.io.read(path, format='vasp-xml')
     volume = reference.get_volume()
-    label = vasp_label_arrays(misc, volume, pstress_kbar=1.0)
+    label = vasp_label_arrays(misc, volume, pstress=1.0)
 
     assert label['energy'] == pytest.approx(reference.get_potential_energy(force_consistent=True), abs=1e-6)
     assert np.allclose(label['forces'], reference.get_forces())
@@ -326,9 +328,16 @@ def test_builder_from_protocol(codes):
     assert builder.batch_size.value == 32
     assert builder.parameters.get_dict()['cp2k']['cutoff'] == 600
     assert builder.options.get_dict()['resources'] == {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
-    assert builder.protocol.value == 'paper'
+    assert 'protocol' not in LabelWorkChain.spec().inputs  # the protocol is read here, once: the process gets its values as inputs
     with pytest.raises(ValueError, match='unknown protocol'):
         LabelWorkChain.get_builder_from_protocol(codes['cp2k'], structures, 'cp2k', TYPE_MAP, protocol='nope')
+    with pytest.raises(ValueError, match=r"unknown override keys \['batchsize'\].*allowed are \['batch_size'"):
+        LabelWorkChain.get_builder_from_protocol(codes['cp2k'], structures, 'cp2k', TYPE_MAP, overrides={'batchsize': 2})
+    with pytest.raises(ValueError, match=r"unknown engine 'siesta'; choose one of \['cp2k', 'oracle', 'vasp'\]"):
+        LabelWorkChain.get_builder_from_protocol(codes['cp2k'], structures, 'siesta', TYPE_MAP)
+    vasp = LabelWorkChain.get_builder_from_protocol(codes['cp2k'], structures, 'vasp', TYPE_MAP, potential_family='PBE.64')
+    assert vasp.parameters.get_dict()['vasp']['potential_family'] == 'PBE.64'
+    assert vasp.parameters.get_dict()['vasp']['incar']['encut'] == 520
 
 
 def bad_inputs(codes):
@@ -347,7 +356,18 @@ def bad_inputs(codes):
         ('bad batch size', {'batch_size': orm.Int(0)}, 'batch_size'),
         ('vasp without family', {'engine': orm.Str('vasp'), 'code': codes['vasp_like']}, 'needs the name'),
         ('vasp, family not uploaded', {'engine': orm.Str('vasp'), 'code': codes['vasp_like'],
-                                       'potential_family': orm.Str('PBE.54')}, 'no POTCAR family'),
+                                       'parameters': orm.Dict({'vasp': {'potential_family': 'PBE.54'}})},
+         'no POTCAR family'),
+        ('vasp, unknown parameter', {'engine': orm.Str('vasp'), 'code': codes['vasp_like'],
+                                     'parameters': orm.Dict({'vasp': {'potcar_family': 'PBE.54'}})},
+         r"`parameters.vasp`: unknown keys \['potcar_family'\]"),
+        ('vasp, bad k-point mesh', {'engine': orm.Str('vasp'), 'code': codes['vasp_like'],
+                                    'parameters': orm.Dict({'vasp': {'potential_family': 'PBE.54', 'kpoints_mesh': [2, 2]}})},
+         'three positive integers'),
+        ('cp2k, unknown parameter', {'engine': orm.Str('cp2k'), 'code': codes['cp2k'],
+                                     'parameters': orm.Dict({'cp2k': {'ecut': 400}})},
+         r"`parameters.cp2k`: unknown keys \['ecut'\]; allowed: \['basis_set'"),
+        ('oracle with parameters', {'parameters': orm.Dict({'oracle': {'relax_steps': 2}})}, 'the oracle has no parameters'),
     ]
 
 

@@ -44,16 +44,27 @@ class ProtocolMixin:
         return {name: spec['description'] for name, spec in cls._load_protocol_file()['protocols'].items()}
 
     @classmethod
+    def get_allowed_overrides(cls) -> list[str]:
+        """Top-level keys an override may set: those of any protocol of the file."""
+        protocols = cls._load_protocol_file()['protocols']
+        return sorted({key for spec in protocols.values() for key in spec} - {'description', 'base'})
+
+    @classmethod
     def get_protocol_inputs(cls, protocol: str | None = None, overrides: dict | None = None) -> dict:
         """The inputs of ``protocol`` (default protocol when None), recursively updated with ``overrides``.
 
-        :raises ValueError: for an unknown protocol, naming the available ones.
+        :raises ValueError: for an unknown protocol, naming the available ones, or for override keys that no protocol
+            of the file has (a typo would otherwise be ignored), naming the allowed ones.
         """
         data = cls._load_protocol_file()
         protocol = protocol or data['default_protocol']
         protocols = data['protocols']
         if protocol not in protocols:
             raise ValueError(f'unknown protocol `{protocol}` for {cls.__name__}: choose one of {sorted(protocols)}')
+        unknown = sorted(set(overrides or {}) - set(cls.get_allowed_overrides()))
+        if unknown:
+            raise ValueError(f'unknown override keys {unknown} for {cls.__name__}: allowed are '
+                             f'{cls.get_allowed_overrides()}')
         inputs = copy.deepcopy(protocols[protocol])
         inputs.pop('description', None)
         base = inputs.pop('base', None)

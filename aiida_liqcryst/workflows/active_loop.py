@@ -402,16 +402,14 @@ class ActiveLoopWorkChain(ProtocolMixin, WorkChain):
         builder.explore.eps_hi = orm.Float(explore['eps_hi'])
         builder.explore.max_candidates = orm.Int(explore['max_candidates'])
         builder.explore.selection = orm.Str(explore['selection'])
-        for namespace, settings in (('label', inputs['label']), ('initial_label', inputs['initial_label'])):
-            port = getattr(builder, namespace)
-            port.engine = orm.Str(engine)
-            port.code = codes['engine']
-            port.type_map = orm.List(type_map)
-            port.batch_size = orm.Int(settings.get('batch_size', 8))
-            if 'protocol' in settings:
-                port.protocol = orm.Str(settings['protocol'])
+        for namespace in ('label', 'initial_label'):  # the label work chain's own protocol, with this one's overrides
+            settings = inputs[namespace]
+            label = {'batch_size': settings.get('batch_size', 8)}
             if engine in settings.get('settings', {}):
-                port.settings = orm.Dict({engine: settings['settings'][engine]})
+                label['settings'] = {engine: settings['settings'][engine]}
+            port = LabelWorkChain.get_builder_from_protocol(
+                codes['engine'], None, engine, type_map, protocol=settings.get('protocol'), overrides=label)
+            setattr(builder, namespace, port._inputs(prune=True))
         if inputs.get('premelt'):
             builder.premelt.code = codes['lmp']
             builder.premelt.potential = orm.Str(inputs['premelt']['potential'])

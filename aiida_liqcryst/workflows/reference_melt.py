@@ -15,15 +15,13 @@ from aiida.plugins import WorkflowFactory
 from aiida_liqcryst.calcfunctions import random_melt
 from aiida_liqcryst.deepmd.calcfunctions import merge_datasets
 from aiida_liqcryst.protocols import ProtocolMixin
+from aiida_liqcryst.reference import MD_SETTING, engine_names, get_engine
 
 LabelWorkChain = WorkflowFactory('liqcryst.label')
 PremeltWorkChain = WorkflowFactory('liqcryst.premelt')
 
 MD_LINK = 'md_t{index}'
 PREMELT_LINK = 'premelt_t{index}'
-
-# engines whose settings can run MD themselves (the `md` setting of the oracle)
-MD_ENGINES = ('oracle',)
 
 
 def positive_values_error(value, name: str, unit: str, upper: float) -> str | None:
@@ -43,13 +41,16 @@ def validate_inputs(inputs, _):
         return error
     label = inputs.get('label', {})
     engine = label['engine'].value if 'engine' in label else None
-    if engine is not None and engine not in MD_ENGINES:
+    if engine is None or engine not in engine_names():
+        return None  # reported by the label namespace
+    if not get_engine(engine).runs_md:
+        md_engines = [name for name in engine_names() if get_engine(name).runs_md]
         return (f'`label.engine` {engine!r} cannot run MD here: held-out melt frames need the reference\'s own MD; '
-                f'engines that can: {list(MD_ENGINES)}')
+                f'engines that can: {md_engines}')
     settings = label['settings'].get_dict() if 'settings' in label else {}
-    if engine is not None and 'md' not in settings.get(engine, {}):
-        return (f'`label.settings` needs `{engine}.md` (steps, timestep, every; the temperature is set per run from '
-                '`temperatures`): without MD the frames would be relaxed packings, not a melt')
+    if MD_SETTING not in settings.get(engine, {}):
+        return (f'`label.settings` needs `{engine}.{MD_SETTING}` (steps, timestep, every; the temperature is set per run '
+                'from `temperatures`): without MD the frames would be relaxed packings, not a melt')
     return None
 
 
@@ -103,12 +104,12 @@ class ReferenceMeltWorkChain(ProtocolMixin, WorkChain):
         builder.temperatures = orm.List([float(t) for t in inputs['temperatures']])
         builder.min_distance = orm.Float(inputs['min_distance'])
         builder.seed = orm.Int(inputs['seed'])
-        builder.label.engine = orm.Str(engine)
-        builder.label.code = code
-        builder.label.type_map = orm.List(sorted(composition))
-        builder.label.batch_size = orm.Int(inputs['batch_size'])
+        label = {'batch_size': inputs['batch_size']}
         if engine in inputs.get('settings', {}):
-            builder.label.settings = orm.Dict({engine: inputs['settings'][engine]})
+            label['settings'] = {engine: inputs['settings'][engine]}
+        builder.label = LabelWorkChain.get_builder_from_protocol(
+            code, None, engine, sorted(composition), protocol=inputs.get('label_protocol'), overrides=label,
+        )._inputs(prune=True)
         if inputs.get('premelt'):
             if lammps_code is None:
                 raise ValueError(f'protocol {protocol!r} pre-melts the packings in LAMMPS: give `lammps_code`')
@@ -161,8 +162,8 @@ class ReferenceMeltWorkChain(ProtocolMixin, WorkChain):
         for t_index, temperature in enumerate(temperatures):
             structures = self.ctx.packings[t_index]
             inputs = AttributeDict(self.exposed_inputs(LabelWorkChain, namespace='label'))
-            md = {**settings[engine]['md'], 'temperature': temperature, 'seed': seed + t_index}
-            inputs.settings = orm.Dict({**settings, engine: {**settings[engine], 'md': md}})
+            md = {**settings[engine][MD_SETTING], 'temperature': temperature, 'seed': seed + t_index}
+            inputs.settings = orm.Dict({**settings, engine: {**settings[engine], MD_SETTING: md}})
             inputs.structures = structures
             inputs.metadata = {'call_link_label': MD_LINK.format(index=t_index)}
             self.to_context(**{MD_LINK.format(index=t_index): self.submit(LabelWorkChain, **inputs)})
