@@ -80,6 +80,7 @@ def crystals(loop: orm.WorkflowNode, codes: dict, echo=print, output: str = '.',
     EOSScanWorkChain = WorkflowFactory('liqcryst.eos_scan')
     potential = loop.outputs.potentials['model_0']
     builder = EOSScanWorkChain.get_builder_from_protocol(codes['ase'], {'HP': potential}, reference='oracle',
+                                                         reference_code=codes['oracle'],
                                                          polymorphs=polymorphs, protocol=protocol)
     echo(f'crystals: E(V) of {len(builder.structures)} polymorphs with the liquid-trained model vs the oracle')
     start = time.time()
@@ -164,7 +165,8 @@ def search(loop: orm.WorkflowNode, codes: dict, echo=print, output: str = '.', p
     nodes = {}
     for pressure in pressures:
         builder = EvoSearchWorkChain.get_builder_from_protocol(codes['ase'], potential, {'Si': 1, 'O': 2},
-                                                               pressure=pressure, protocol=protocol)
+                                                               pressure=pressure, protocol=protocol,
+                                                               reference='oracle', reference_code=codes['oracle'])
         echo(f'crystal search at {pressure:g} GPa with the liquid-trained model')
         start = time.time()
         results, node = run_get_node(builder)

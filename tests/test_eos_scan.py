@@ -11,6 +11,7 @@ from aiida_liqcryst.analysis.eos import TABLE_COLUMNS, eos_comparison_table
 from aiida_liqcryst.structures import polymorphs
 
 from .conftest import TINY_PARAMETERS
+from .test_engines import copy_engine  # noqa: F401  (a fixture: the oracle registered under another name)
 
 PHASES = ['stishovite', 'alpha_quartz']
 POINTS = 5
@@ -108,8 +109,19 @@ def test_bad_inputs_rejected_before_running(aiida_profile, codes, tiny_potential
     with pytest.raises(ValueError, match='parameters.*temperature'):
         run(VDOS, code=codes['ase'], structure=polymorphs.as_structure_data('stishovite'),
             potentials={'tiny': tiny_potential}, parameters=orm.Dict({'temperature': -10}))
-    with pytest.raises(ValueError, match="reference 'cp2k'"):
-        EOSScan.get_builder_from_protocol(codes['ase'], {'tiny': tiny_potential}, reference='cp2k')
+    with pytest.raises(ValueError, match=r"unknown engine 'siesta'; choose one of \['cp2k', 'oracle', 'vasp'\]"):
+        EOSScan.get_builder_from_protocol(codes['ase'], {'tiny': tiny_potential}, reference='siesta')
+    cp2k = EOSScan.get_builder_from_protocol(codes['ase'], {'tiny': tiny_potential}, reference='cp2k',
+                                             polymorphs=['stishovite'])
+    assert cp2k.reference_eos.value is False  # CP2K does not relax crystals here: potential geometries only
+    assert cp2k.label.code.uuid == codes['cp2k'].uuid and cp2k.label.parameters.get_dict()['cp2k']['cutoff'] == 300
+    with pytest.raises(ValueError, match=r"`reference_eos`: engine 'cp2k' cannot relax crystals here"):
+        cp2k.reference_eos = orm.Bool(True)
+        run(cp2k)
+    with pytest.raises(ValueError, match=r"`run_vdos`: .*engine 'cp2k' cannot run it here"):
+        cp2k.reference_eos = orm.Bool(False)
+        cp2k.run_vdos = orm.Bool(True)
+        run(cp2k)
     with pytest.raises(ValueError, match='unknown SiO2 polymorph'):
         EOSScan.get_builder_from_protocol(codes['ase'], {'tiny': tiny_potential}, polymorphs=['quartzite'])
     assert orm.QueryBuilder().append(orm.ProcessNode).count() == before
@@ -176,13 +188,16 @@ def test_eos_scan_with_vdos(aiida_profile, codes, tiny_potential):
     content = figure.get_content(mode='rb')
     assert content[:8] == b'\x89PNG\r\n\x1a\n' and len(content) > 10_000
 
-    # provenance: the reference labels are of exactly the potential's geometries
+    # provenance: the reference labels are of exactly the potential's geometries, made by the label work chain
     calcs = {c.inputs.settings['task'] + ('_potential' if 'potential' in c.inputs else ''): c
              for c in node.called if c.process_label == 'AseCalculation'}
-    assert set(calcs) == {'eos_potential', 'eos', 'label'}
-    label_calc = calcs['label']
-    assert len(label_calc.inputs.structures) == POINTS * len(PHASES)
-    geometry = label_calc.inputs.structures['stishovite_p00']
+    assert set(calcs) == {'eos_potential', 'eos'}
+    [labeling] = [c for c in node.called if c.process_label == 'LabelWorkChain']
+    assert labeling.inputs.engine.value == 'oracle' and labeling.is_finished_ok
+    assert len(labeling.inputs.structures) == POINTS * len(PHASES)
+    same = curves.get_array('stishovite_energies_reference_same_geometry')
+    assert same[0] * 6 == pytest.approx(labeling.outputs.labels['stishovite_p00'].get_array('energy')[0], abs=1e-9)
+    geometry = labeling.inputs.structures['stishovite_p00']
     assert geometry.creator.process_label == 'eos_geometries'
     assert calcs['eos_potential'].outputs.results['stishovite'] in geometry.creator.base.links.get_incoming().all_nodes()
     np.testing.assert_allclose(
@@ -201,3 +216,65 @@ def test_eos_scan_with_vdos(aiida_profile, codes, tiny_potential):
     assert 3 < summary['reference']['mean_frequency'] < 40  # THz: SiO2 phonons lie below ~40 THz
     assert summary['tiny']['overlap'] == pytest.approx(stishovite['vdos_overlap'])
     assert isinstance(vdos.outputs.figure, orm.SinglefileData)
+
+
+def test_cp2k_is_the_crystal_reference_at_the_potentials_geometries(aiida_profile, codes, tiny_potential):
+    """EOSScan of stishovite (6 atoms) with CP2K energies (real PBE single points) at the potential's geometries."""
+    from aiida.engine import run_get_node
+    from aiida.plugins import WorkflowFactory
+
+    from aiida_liqcryst.engines.cp2k import parse_cp2k_labels
+
+    EOSScan = WorkflowFactory('liqcryst.eos_scan')
+    builder = EOSScan.get_builder_from_protocol(
+        codes['ase'], {'tiny': tiny_potential}, reference='cp2k', polymorphs=['stishovite'],
+        overrides={'number_of_points': POINTS, 'volume_range': VOLUME_RANGE,
+                   'relax_settings': {'steps': 8, 'scan_steps': 2, 'fmax': 0.05}},
+    )
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_message
+    table = results['tables']['tiny'].get_dict()
+    assert table['reference'] == 'cp2k'
+    assert table['reference_curve'] == {'stishovite': 'labels of the potential geometries'}
+    row = table['phases']['stishovite']
+    assert row['natoms'] == 6
+    curves = results['curves']['tiny']
+    volumes = curves.get_array('stishovite_volumes_potential')
+    energies = curves.get_array('stishovite_energies_reference')
+    assert energies.shape == (POINTS,)
+    # every point of the reference curve is the energy CP2K printed for exactly that geometry
+    [labeling] = [c for c in node.called if c.process_label == 'LabelWorkChain']
+    assert labeling.inputs.engine.value == 'cp2k'
+    for k in range(POINTS):
+        key = f'stishovite_p{k:02d}'
+        geometry = labeling.inputs.structures[key]
+        assert geometry.get_cell_volume() / 6 == pytest.approx(volumes[k], rel=1e-8)
+        cp2k = labeling.outputs.labels[key].creator  # the cp2k_labels calcfunction
+        assert cp2k.process_label == 'cp2k_labels'
+        printed = parse_cp2k_labels(cp2k.inputs.retrieved)['energy']
+        assert energies[k] * 6 == pytest.approx(printed, abs=1e-8)
+    # PBE with GTH pseudopotentials, valence electrons only: about -325 eV/atom for SiO2
+    assert -340 < energies.mean() < -310
+
+
+def test_a_registered_engine_serves_the_eos_scan(aiida_profile, codes, tiny_potential, copy_engine):
+    """The test module's copy of the oracle is the reference of an E(V) scan: its labels, its own relaxations."""
+    from aiida.engine import run_get_node
+    from aiida.plugins import WorkflowFactory
+
+    EOSScan = WorkflowFactory('liqcryst.eos_scan')
+    builder = EOSScan.get_builder_from_protocol(
+        codes['ase'], {'tiny': tiny_potential}, reference=copy_engine, reference_code=codes['oracle'],
+        polymorphs=['stishovite'], overrides={'number_of_points': POINTS, 'volume_range': VOLUME_RANGE,
+                                              'relax_settings': {'steps': 8, 'scan_steps': 2, 'fmax': 0.05}},
+    )
+    assert builder.reference_eos.value is True  # it inherits the oracle's ASE calculator
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_message
+    table = results['tables']['tiny'].get_dict()
+    assert table['reference'] == copy_engine
+    [labeling] = [c for c in node.called if c.process_label == 'LabelWorkChain']
+    assert labeling.inputs.engine.value == copy_engine
+    same = results['curves']['tiny'].get_array('stishovite_energies_reference_same_geometry')
+    labels = labeling.outputs.labels
+    assert np.allclose(same * 6, [labels[f'stishovite_p{k:02d}'].get_array('energy')[0] for k in range(POINTS)])

@@ -60,6 +60,10 @@ class ReferenceEngine:
     runs_md: bool = False
     #: whether one job labels ``batch_size`` structures (else one job per structure)
     batched: bool = False
+    #: the calculator of the ``liqcryst.ase`` tasks that computes the same method (the reference's own relaxations,
+    #: E(V) scans and MD of crystals), or None: then crystal workflows use this engine's energies at the potential's
+    #: geometries only
+    ase_calculator: str | None = None
     #: allowed top-level keys of ``parameters`` (``None``: not checked here)
     parameter_keys: tuple | None = ()
     #: allowed top-level keys of ``settings`` (``None``: not checked here)

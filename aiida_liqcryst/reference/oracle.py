@@ -24,6 +24,7 @@ class OracleEngine(ReferenceEngine):
     calc_plugin = 'liqcryst.oracle'
     runs_md = True
     batched = True
+    ase_calculator = 'oracle'  # SevenNet-0 also runs inside the ASE tasks: the reference relaxes crystals itself
     parameter_keys = ()  # its options (relax_steps, fmax, md) are settings
 
     def check(self, parameters, settings, structures):

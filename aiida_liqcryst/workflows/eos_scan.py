@@ -7,6 +7,7 @@ import tempfile
 
 import numpy as np
 from aiida import orm
+from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, calcfunction
 from aiida.plugins import CalculationFactory, WorkflowFactory
 
@@ -14,6 +15,8 @@ from aiida_liqcryst.analysis.eos import MIN_POINTS, TABLE_COLUMNS, TABLE_UNITS, 
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
 from aiida_liqcryst.validators import code_validator, task_settings_validator
 from aiida_liqcryst.protocols import ProtocolMixin
+from aiida_liqcryst.reference import engine_names, get_engine
+from aiida_liqcryst.workflows.label import LABELS_OUTPUT, LabelWorkChain
 from aiida_liqcryst.structures.polymorphs import POLYMORPHS, normalize_name
 from aiida_liqcryst.workflows.vdos import REFERENCE, validate_parameters as validate_vdos_parameters
 
@@ -68,6 +71,12 @@ def validate_potentials(value, _):
 
 
 def validate_inputs(inputs, _):
+    engine = inputs.get('label', {}).get('engine')
+    if engine is not None and engine.value in engine_names() and inputs.get('reference_eos', orm.Bool(True)).value:
+        if get_engine(engine.value).ase_calculator is None:
+            return (f'`reference_eos`: engine {engine.value!r} cannot relax crystals here (only engines with an ASE '
+                    'calculator can); set it False: the reference curve is then the engine\'s energies at the '
+                    'potential\'s geometries')
     if 'structures' not in inputs or 'potentials' not in inputs:
         return None
     for label, potential in inputs['potentials'].items():
@@ -80,6 +89,10 @@ def validate_inputs(inputs, _):
                     'remove the structure, or use a potential trained with them'
                 )
     vdos = inputs.get('vdos', {})
+    if engine is not None and engine.value in engine_names() and inputs.get('run_vdos', orm.Bool(False)).value:
+        if get_engine(engine.value).ase_calculator is None:
+            return (f'`run_vdos`: the reference VDOS needs MD of the crystal by the reference; engine {engine.value!r} '
+                    'cannot run it here: set run_vdos False')
     if 'phases' in vdos:
         unknown = sorted(set(vdos['phases'].get_list()) - set(inputs['structures']))
         if unknown:
@@ -208,13 +221,15 @@ def _fmt(value, spec='.2f'):
 
 
 class EOSScanWorkChain(ProtocolMixin, WorkChain):
-    """E(V) curves of crystals with one or more DeePMD potentials and with the reference (the oracle), Fig. 2.
+    """E(V) curves of crystals with one or more DeePMD potentials and with the reference engine, Fig. 2.
 
     For each potential: one batched ``eos`` AseCalculation over all structures (relax positions and cell at
     ``relax_settings.pressure``, then scale to the volume fractions and relax positions and cell shape at each
-    fixed volume); then the reference energies of exactly those geometries (one batched ``label``
-    AseCalculation with the oracle). With ``reference_eos`` the reference also scans every structure with its
-    own relaxations (the oracle is cheap), which gives its own V0, B0. Birch–Murnaghan fits and the table are
+    fixed volume); then the reference energies of exactly those geometries, by the ``label`` namespace's engine
+    through ``LabelWorkChain`` (any registered engine: oracle, CP2K, VASP). With ``reference_eos`` (engines that
+    relax crystals in the ASE tasks: the oracle) the reference also scans every structure with its own relaxations,
+    which gives its own V0, B0; otherwise the table's ``reference_curve`` says the reference curve is the engine's
+    energies at the potential's geometries. Birch–Murnaghan fits and the table are
     made in a calcfunction (:func:`tabulate_eos`): per potential a Dict table (V0, E0, B0, B0' of both methods,
     ΔV0 %, ΔB0 %, energies relative to ``energy_zero`` (α-quartz) and their difference in meV/atom, curve RMSEs
     in meV/atom; alignment in :func:`aiida_liqcryst.analysis.eos.eos_comparison_table`: ``curve_rmse`` compares
@@ -257,6 +272,9 @@ class EOSScanWorkChain(ProtocolMixin, WorkChain):
         spec.input('vdos.phases', valid_type=orm.List, required=False, help='Phases to run the VDOS for (default: all).')
         spec.input('options', valid_type=dict, non_db=True, required=False,
                    help='metadata.options of every AseCalculation (e.g. max_wallclock_seconds).')
+        spec.expose_inputs(LabelWorkChain, namespace='label', exclude=('structures',),
+                           namespace_options={'help': 'The reference engine that labels the potential\'s geometries '
+                                                      '(any registered engine: oracle, cp2k, vasp, ...).'})
         spec.inputs.validator = validate_inputs
 
         spec.outline(
@@ -280,20 +298,31 @@ class EOSScanWorkChain(ProtocolMixin, WorkChain):
 
     @classmethod
     def get_builder_from_protocol(cls, code, potentials: dict, reference: str = 'oracle', polymorphs=None,
-                                  protocol: str | None = None, overrides: dict | None = None, options: dict | None = None):
+                                  protocol: str | None = None, overrides: dict | None = None, options: dict | None = None,
+                                  reference_code=None):
         """A builder for the polymorph library (all eleven phases when ``polymorphs`` is None).
 
         :param potentials: ``{label: DeepPotentialData}`` (e.g. ``{'LP': ..., 'HP': ...}``); None when a parent
             work chain makes them.
-        :param reference: the reference method; only ``'oracle'`` is available to this workflow.
+        :param reference: the reference engine (any registered one); engines that cannot relax crystals here
+            (cp2k, vasp) give the reference energies at the potential's geometries only (``reference_eos`` off).
+        :param reference_code: the engine's code; default ``<reference>@<computer of code>`` as ``aiida-liqcryst
+            setup`` registers it.
         :param polymorphs: names of the polymorph library (aliases like 'alpha-quartz' are accepted).
         """
+        from aiida.common.exceptions import NotExistent
+
         from aiida_liqcryst.structures import polymorphs as library
 
-        if reference != 'oracle':
-            raise ValueError(f"reference {reference!r} is not available: EOSScanWorkChain compares with 'oracle'")
+        engine = get_engine(reference)  # an unknown engine is refused, with the registered ones listed
         inputs = cls.get_protocol_inputs(protocol, overrides)
         names = [library.normalize_name(n) for n in (polymorphs or library.POLYMORPHS)]
+        if reference_code is None:
+            try:
+                reference_code = orm.load_code(f'{reference}@{code.computer.label}')
+            except NotExistent as exc:
+                raise ValueError(f'no code `{reference}@{code.computer.label}` for the reference engine: pass '
+                                 '`reference_code`, or register it with `aiida-liqcryst setup`') from exc
         builder = cls.get_builder()
         builder.code = code
         if potentials:  # None or {}: a parent that makes them sets them (StudyWorkChain)
@@ -303,7 +332,12 @@ class EOSScanWorkChain(ProtocolMixin, WorkChain):
         builder.number_of_points = orm.Int(inputs['number_of_points'])
         builder.relax = orm.Bool(inputs['relax'])
         builder.relax_settings = orm.Dict(inputs['relax_settings'])
-        builder.reference_eos = orm.Bool(inputs['reference_eos'])
+        # the reference's own scan needs an engine that relaxes crystals; the others label the potential's geometries
+        builder.reference_eos = orm.Bool(inputs['reference_eos'] and engine.ase_calculator is not None)
+        elements = sorted({element for structure in builder.structures.values() for element in structure.get_symbols_set()})
+        builder.label = LabelWorkChain.get_builder_from_protocol(
+            reference_code, None, reference, elements, protocol=inputs.get('label_protocol'),
+            overrides=inputs.get('label_overrides'))._inputs(prune=True)
         builder.energy_zero = orm.Str(inputs['energy_zero'])
         builder.run_vdos = orm.Bool(inputs['run_vdos'])
         vdos = inputs.get('vdos', {})
@@ -393,22 +427,32 @@ class EOSScanWorkChain(ProtocolMixin, WorkChain):
         return None
 
     def run_labels(self):
+        """The reference engine's labels of exactly the geometries of each potential's scan (LabelWorkChain)."""
         futures = {}
         for label in self.ctx.labels:
-            geometries = eos_geometries(**self._results(self.ctx[f'eos_{label}']))
-            settings = {'task': 'label', 'threads': self.ctx.eos_settings.get('threads', 1)}
-            futures[f'label_{label}'] = self.submit(self._ase(geometries, settings, label=f'label_{label}'))
-            self.report(f'{label}: reference labels of {len(geometries)} geometries: <{futures[f"label_{label}"].pk}>')
+            inputs = AttributeDict(self.exposed_inputs(LabelWorkChain, namespace='label'))
+            inputs.structures = eos_geometries(**self._results(self.ctx[f'eos_{label}']))
+            inputs.metadata = {'call_link_label': f'label_{label}'}
+            futures[f'label_{label}'] = self.submit(LabelWorkChain, **inputs)
+            self.report(f'{label}: {inputs.engine.value} labels of {len(inputs.structures)} geometries: '
+                        f'<{futures[f"label_{label}"].pk}>')
         return ToContext(**futures)
+
+    def _labels(self, label: str) -> dict:
+        """The reference labels (key ``<phase>_p<k>`` -> ArrayData) of potential ``label``'s geometries."""
+        node = self.ctx[f'label_{label}']
+        return dict(node.outputs[LABELS_OUTPUT]) if LABELS_OUTPUT in node.outputs else {}
 
     def inspect_labels(self):
         for label in self.ctx.labels:
             node = self.ctx[f'label_{label}']
             if not node.is_finished_ok:
-                self.report(f'{label}: the reference labels are incomplete ({node.process_label}<{node.pk}>, '
+                self.report(f'{label}: the reference labels failed ({node.process_label}<{node.pk}>, '
                             f'exit status {node.exit_status}): {node.exit_message}')
-                if not self._results(node) and 'eos_reference' not in self.ctx:
+                if 'eos_reference' not in self.ctx:
                     return self.exit_codes.ERROR_NO_REFERENCE.format(label=label)
+            elif node.outputs.failed.get_list():
+                self.report(f'{label}: no reference label for {node.outputs.failed.get_list()}: those curves lack points')
         return None
 
     def tabulate(self):
@@ -425,7 +469,7 @@ class EOSScanWorkChain(ProtocolMixin, WorkChain):
         for label in self.ctx.labels:
             nodes = {f'eos_{p}': n for p, n in self._results(self.ctx[f'eos_{label}']).items()}
             nodes.update({f'reference_{p}': n for p, n in reference.items()})
-            nodes.update({f'label_{k}': n for k, n in self._results(self.ctx[f'label_{label}']).items()})
+            nodes.update({f'label_{k}': n for k, n in self._labels(label).items()})
             for phase in self.inputs.structures:
                 vdos = self.ctx.get(f'vdos_{phase}')
                 if vdos is not None:
@@ -434,7 +478,8 @@ class EOSScanWorkChain(ProtocolMixin, WorkChain):
                     else:
                         self.report(f'{phase}: the VDOS run failed (exit status {vdos.exit_status}); no inset')
             parameters = orm.Dict({
-                'potential': label, 'reference': 'oracle', 'energy_zero': self.inputs.energy_zero.value, 'titles': titles,
+                'potential': label, 'reference': self.inputs.label.engine.value,
+                'energy_zero': self.inputs.energy_zero.value, 'titles': titles,
             })
             outputs = tabulate_eos(parameters=parameters, **nodes)
             self.out(f'tables.{label}', outputs['table'])

@@ -4,8 +4,9 @@
 Each generation: a calcfunction makes the candidates (random symmetric crystals, heredity, mutations:
 :mod:`aiida_liqcryst.evolution`), one batched ``relax`` AseCalculation relaxes all of them (positions + cell at the
 target pressure, the potential as calculator), a calcfunction ranks them by enthalpy per atom and removes duplicates.
-At the end the reference (the oracle, ``label`` task) re-computes the energies of the top-K structures and of a
-random sample of the others, and the best structure is compared with the polymorph library by partial RDFs.
+At the end the reference engine (``label`` namespace: LabelWorkChain, any registered engine) re-computes the energies
+of the top-K structures and of a random sample of the others at the potential's relaxed geometries, and the best
+structure is compared with the polymorph library by partial RDFs.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import tempfile
 
 import numpy as np
 from aiida import orm
+from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, calcfunction, if_, while_
 from aiida.plugins import CalculationFactory
 
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
 from aiida_liqcryst.evolution import operators, population
 from aiida_liqcryst.protocols import ProtocolMixin
+from aiida_liqcryst.reference import get_engine
 from aiida_liqcryst.validators import task_settings_validator
+from aiida_liqcryst.workflows.label import LABELS_OUTPUT, LabelWorkChain
 
 AseCalculation = CalculationFactory('liqcryst.ase')
 
@@ -29,6 +33,7 @@ RELAX_KEYS = ('fmax', 'steps', 'optimizer', 'threads')  # pressure comes from `p
 DEFAULT_FRACTIONS = {'heredity': 0.5, 'mutation': 0.3, 'random': 0.2}
 REPORTED_SYMPREC = 0.1  # the space group quoted in reports and the ranking (all tolerances are stored)
 TOLERATED_RELAX_EXIT = (0, 310, 311)  # some or all structures failed: recorded, the search goes on
+RELABEL_LINK = 'relabel'  # call link label of the re-labeling LabelWorkChain
 
 
 # ----------------------------------------------------------------------------------------------- validators
@@ -81,6 +86,9 @@ def validate_inputs(inputs, _):
         unknown = sorted(set(inputs['composition'].get_dict()) - set(type_map))
         if type_map and unknown:
             return f'`composition`: elements {unknown} are not in the type_map {type_map} of `potential`'
+    if inputs.get('relabel', {}).get('run', orm.Bool(True)).value and 'engine' not in inputs.get('label', {}):
+        return ('`label`: re-labeling (`relabel.run`) needs the reference engine: give label.engine, label.code and '
+                'label.type_map (get_builder_from_protocol fills them in), or set relabel.run False')
     return None
 
 
@@ -208,12 +216,12 @@ def update_pool(parameters: orm.Dict, origin: orm.Dict, summary: orm.Dict, **str
 
 
 @calcfunction
-def relabel_analysis(parameters: orm.Dict, table: orm.Dict, reference: orm.Dict):
+def relabel_analysis(parameters: orm.Dict, table: orm.Dict, **labels):
     """Potential vs reference energies of the re-labeled relaxed structures (paper Fig. 3).
 
-    ``reference``: output_parameters of the ``label`` AseCalculation (energy, natoms per key); ``table``: the final
-    ranking (potential energy and enthalpy per atom); ``parameters``: ``window`` (eV/atom), ``top`` (keys of the
-    top-K). Metrics: :func:`aiida_liqcryst.evolution.analysis.relabel_metrics` (energies per atom, not aligned; the
+    ``labels``: ``label_<key>``, the reference engine's label (ArrayData: energy, forces) of each re-labeled
+    structure; ``table``: the final ranking (potential energy and enthalpy per atom); ``parameters``: ``window``
+    (eV/atom), ``top`` (keys of the top-K), ``relabeled`` (keys sent to the reference). Metrics: :func:`aiida_liqcryst.evolution.analysis.relabel_metrics` (energies per atom, not aligned; the
     window holds the structures within ``window`` eV/atom of the lowest potential enthalpy among the re-labeled).
     Outputs ``metrics`` (Dict), ``energies`` (ArrayData: potential, reference, enthalpy per atom, is_top, with
     ``keys`` in the metrics) and ``plot`` (PNG with the error histogram inset).
@@ -222,14 +230,17 @@ def relabel_analysis(parameters: orm.Dict, table: orm.Dict, reference: orm.Dict)
 
     params = parameters.get_dict()
     rows = table.get_dict()['structures']
-    labels = reference.get_dict().get('structures', {})
-    keys = [k for k in table.get_dict()['ranked'] if labels.get(k, {}).get('status') == 'ok'
-            and labels[k].get('energy') is not None and math.isfinite(labels[k]['energy'])]
-    missing = sorted(k for k in labels if k not in keys)
+    per_atom = {}
+    for name, node in labels.items():
+        energy, natoms = float(node.get_array('energy')[0]), len(node.get_array('forces'))
+        if math.isfinite(energy):
+            per_atom[name.removeprefix('label_')] = energy / natoms
+    keys = [k for k in table.get_dict()['ranked'] if k in per_atom]
+    missing = sorted(set(params.get('relabeled', [])) - set(keys))
     if len(keys) < 2:
         return {'metrics': orm.Dict({'error': f'fewer than two re-labeled structures ({keys}); failed: {missing}'})}
     pot = np.array([rows[k]['energy'] for k in keys])
-    ref = np.array([labels[k]['energy'] / labels[k]['natoms'] for k in keys])
+    ref = np.array([per_atom[k] for k in keys])
     enthalpy = np.array([rows[k]['enthalpy'] for k in keys])
     top = np.array([k in params['top'] for k in keys])
     metrics = relabel_metrics(pot, ref, enthalpy, window=params['window'])
@@ -327,7 +338,7 @@ class EvoSearchWorkChain(ProtocolMixin, WorkChain):
     ``generations`` generations, or earlier when the best enthalpy has not dropped by more than
     ``stagnation_tolerance`` over ``stagnation_generations`` generations.
 
-    Then the reference (the oracle, ``label`` task) computes the energies of the ``relabel.top_k`` best and of
+    Then the reference engine (``label``: a LabelWorkChain) computes the energies of the ``relabel.top_k`` best and of
     ``relabel.random_sample`` others drawn at random (relaxed geometries): Pearson r, RMSE over all and in the
     window of ``relabel.window`` eV/atom above the best potential enthalpy (energies per atom, not aligned), the
     correlation plot with an error histogram inset. The best structure's partial RDFs are compared with the
@@ -372,9 +383,9 @@ class EvoSearchWorkChain(ProtocolMixin, WorkChain):
         spec.input('duplicate_tolerance', valid_type=orm.Float, default=lambda: orm.Float(0.05),
                    validator=_positive('duplicate_tolerance', 0, 'number'),
                    help='Structures whose enthalpies differ by more than this (eV/atom) are never duplicates.')
-        spec.input_namespace('relabel', help='Re-labeling of found structures with the reference (the oracle).')
+        spec.input_namespace('relabel', help='Re-labeling of found structures with the reference engine (`label`).')
         spec.input('relabel.run', valid_type=orm.Bool, default=lambda: orm.Bool(True),
-                   help='Re-label with the reference (oracle, AseCalculation label task).')
+                   help='Re-label with the reference engine of the `label` namespace.')
         spec.input('relabel.top_k', valid_type=orm.Int, default=lambda: orm.Int(5), validator=_positive('relabel.top_k', 1),
                    help='The K best unique structures are re-labeled.')
         spec.input('relabel.random_sample', valid_type=orm.Int, default=lambda: orm.Int(5),
@@ -384,6 +395,9 @@ class EvoSearchWorkChain(ProtocolMixin, WorkChain):
                    help='Low-enthalpy window (eV/atom above the best potential enthalpy) of the windowed RMSE.')
         spec.input('options', valid_type=dict, non_db=True, required=False,
                    help='metadata.options of every AseCalculation (e.g. max_wallclock_seconds).')
+        spec.expose_inputs(LabelWorkChain, namespace='label', exclude=('structures',), namespace_options={
+            'required': False, 'populate_defaults': False,
+            'help': 'The reference engine that re-labels the found structures (with `relabel.run`).'})
         spec.inputs.validator = validate_inputs
 
         spec.outline(
@@ -425,9 +439,18 @@ class EvoSearchWorkChain(ProtocolMixin, WorkChain):
 
     @classmethod
     def get_builder_from_protocol(cls, code, potential, composition: dict | None = None, pressure: float | None = None,
-                                  protocol: str | None = None, overrides: dict | None = None, options: dict | None = None):
+                                  protocol: str | None = None, overrides: dict | None = None, options: dict | None = None,
+                                  reference: str = 'oracle', reference_code=None):
         """A builder from a protocol (``demo``, ``paper``); ``composition`` default SiO2, ``pressure`` in GPa;
-        ``potential`` None when a parent work chain makes it."""
+        ``potential`` None when a parent work chain makes it.
+
+        :param reference: the engine that re-labels the found structures (any registered one).
+        :param reference_code: its code; default ``<reference>@<computer of code>`` as ``aiida-liqcryst setup``
+            registers it.
+        """
+        from aiida.common.exceptions import NotExistent
+
+        get_engine(reference)  # an unknown engine is refused, with the registered ones listed
         inputs = cls.get_protocol_inputs(protocol, overrides)
         builder = cls.get_builder()
         builder.code = code
@@ -450,6 +473,16 @@ class EvoSearchWorkChain(ProtocolMixin, WorkChain):
         builder.relabel.top_k = orm.Int(relabel['top_k'])
         builder.relabel.random_sample = orm.Int(relabel['random_sample'])
         builder.relabel.window = orm.Float(relabel['window'])
+        if relabel['run']:
+            if reference_code is None:
+                try:
+                    reference_code = orm.load_code(f'{reference}@{code.computer.label}')
+                except NotExistent as exc:
+                    raise ValueError(f'no code `{reference}@{code.computer.label}` for the reference engine: pass '
+                                     '`reference_code`, or register it with `aiida-liqcryst setup`') from exc
+            builder.label = LabelWorkChain.get_builder_from_protocol(
+                reference_code, None, reference, sorted(builder.composition.get_dict()),
+                protocol=inputs.get('label_protocol'), overrides=inputs.get('label_overrides'))._inputs(prune=True)
         options = {**inputs.get('options', {}), **(options or {})}
         if options:
             builder.options = options
@@ -566,20 +599,25 @@ class EvoSearchWorkChain(ProtocolMixin, WorkChain):
         sample = sorted(rng.choice(rest, size=min(len(rest), self.inputs.relabel.random_sample.value), replace=False).tolist()) \
             if rest else []
         self.ctx.relabel_top = top
-        threads = self.inputs.relax_settings.get_dict().get('threads', 1)
-        node = self._submit_ase({k: self.ctx.pool[k] for k in top + sample}, {'task': 'label', 'threads': threads}, 'relabel')
-        self.report(f're-labeling {len(top)} best + {len(sample)} random structures with the reference: '
+        self.ctx.relabeled = top + sample
+        inputs = AttributeDict(self.exposed_inputs(LabelWorkChain, namespace='label'))
+        inputs.structures = {k: orm.load_node(self.ctx.pool[k]) for k in top + sample}
+        inputs.metadata = {'call_link_label': RELABEL_LINK}
+        node = self.submit(LabelWorkChain, **inputs)
+        self.report(f're-labeling {len(top)} best + {len(sample)} random structures with {inputs.engine.value}: '
                     f'{node.process_label}<{node.pk}>')
         return ToContext(relabel=node)
 
     def inspect_relabel(self):
         node = self.ctx.relabel
-        if not node.is_finished or 'output_parameters' not in node.outputs:
+        if not node.is_finished or LABELS_OUTPUT not in node.outputs:
             self.ctx.relabel_error = f'{node.process_label}<{node.pk}> exit status {node.exit_status}'
             return None
+        labels = {f'label_{key}': label for key, label in node.outputs[LABELS_OUTPUT].items()}
         outputs = relabel_analysis(
-            parameters=orm.Dict({'window': self.inputs.relabel.window.value, 'top': self.ctx.relabel_top}),
-            table=orm.load_node(self.ctx.table), reference=node.outputs.output_parameters,
+            parameters=orm.Dict({'window': self.inputs.relabel.window.value, 'top': self.ctx.relabel_top,
+                                 'relabeled': self.ctx.relabeled}),
+            table=orm.load_node(self.ctx.table), **labels,
         )
         self.out('relabel_metrics', outputs['metrics'])
         metrics = outputs['metrics'].get_dict()

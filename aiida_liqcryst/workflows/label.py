@@ -17,6 +17,9 @@ from aiida.engine import WorkChain
 from aiida_liqcryst.protocols import ProtocolMixin, recursive_merge
 from aiida_liqcryst.reference import engine_names, get_engine
 
+#: output namespace of the labels by frame key
+LABELS_OUTPUT = 'labels'
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------------------------------------------------
@@ -143,6 +146,9 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
 
         spec.output('dataset', valid_type=orm.Data, required=False,
                     help='LabeledDatasetData of every labeled frame (build_dataset of the structure/label pairs).')
+        spec.output_namespace(LABELS_OUTPUT, valid_type=orm.ArrayData, dynamic=True, required=False,
+                              help='The label of each frame by its key (energy, forces, virial): for workflows that '
+                                   'need the reference energy of a given structure (E(V) points, found crystals).')
         spec.output('statistics', valid_type=orm.Dict,
                     help='n_structures, n_labeled, n_failed, failed (key: reason), seconds (engine), wall_seconds, '
                     'labels_per_second.')
@@ -257,5 +263,7 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
             pairs[f'labels_{key}'] = orm.load_node(labels)
         dataset = build_dataset(self.inputs.type_map, **pairs, metadata={'call_link_label': 'build_dataset'})
         self.out('dataset', dataset)
+        for key, (_, labels) in self.ctx.pairs.items():
+            self.out(f'{LABELS_OUTPUT}.{key}', orm.load_node(labels))
         self.report(f'{n_labeled} frames labeled with {self.ctx.engine}, {len(failed)} failed, {wall:.0f} s')
         return None

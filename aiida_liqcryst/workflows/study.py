@@ -164,11 +164,13 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
                 overrides=inputs['loop'].get('overrides'))
             setattr(builder, label.lower(), loop._inputs(prune=True))
         # the potentials are made by the loops: the children's builders leave them out
-        eos = EOSScanWorkChain.get_builder_from_protocol(codes['ase'], None, reference=engine, protocol=inputs['eos']['protocol'],
+        eos = EOSScanWorkChain.get_builder_from_protocol(codes['ase'], None, reference=engine, reference_code=codes['engine'],
+                                                         protocol=inputs['eos']['protocol'],
                                                          polymorphs=inputs['eos'].get('polymorphs'),
                                                          overrides=inputs['eos'].get('overrides'))
         builder.eos = {k: v for k, v in eos._inputs(prune=True).items() if k != 'potentials'}
         search = EvoSearchWorkChain.get_builder_from_protocol(codes['ase'], None, composition,
+                                                              reference=engine, reference_code=codes['engine'],
                                                               protocol=inputs['search']['protocol'],
                                                               overrides=inputs['search'].get('overrides'))
         builder.search = {k: v for k, v in search._inputs(prune=True).items() if k not in ('potential', 'pressure')}
