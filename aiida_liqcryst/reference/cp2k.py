@@ -15,6 +15,7 @@ from aiida.plugins import WorkflowFactory
 from aiida_liqcryst.engines import cp2k as cp2k_engine
 from aiida_liqcryst.protocols import recursive_merge
 from aiida_liqcryst.reference import Job, Outcome, ReferenceEngine, failed_process, is_finite, label_node
+from aiida_liqcryst.workflows.cp2k_label import PARSER_NAME
 
 CP2K_KWARGS = ('cutoff', 'rel_cutoff', 'eps_scf', 'max_scf', 'outer_max_scf', 'basis_set')
 #: call link label of the CP2K work chain of the i-th structure (sorted keys)
@@ -54,7 +55,8 @@ class Cp2kEngine(ReferenceEngine):
 
     def jobs(self, structures, code, parameters, settings, options, batch_size, max_iterations):
         Cp2kLabelWorkChain = WorkflowFactory('liqcryst.cp2k_label')
-        options = recursive_merge({'withmpi': False}, options)
+        # the label parser (liqcryst.cp2k) gives an unconverged SCF its exit code, which the SCF handler filters on
+        options = recursive_merge({'withmpi': False, 'parser_name': PARSER_NAME}, options)
         cp2k_settings = orm.Dict(settings) if settings else None
         by_elements = {}  # one parameters Dict per element set: most structures share it
         jobs = []

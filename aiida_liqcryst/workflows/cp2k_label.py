@@ -2,8 +2,9 @@
 
 aiida-cp2k's own handler (``restart_incomplete_calculation``) restarts an aborted SCF only when its last gradient
 is already small; a hot, disordered melt frame often stops far from that. And CP2K before 2023.2 (Debian 12 ships
-2023.1) does not abort at all: it prints ``SCF run NOT converged``, goes on to forces and stress, and the
-calculation finishes with exit status 0. Either way, here such a calculation is run again,
+2023.1) does not abort at all: it prints ``SCF run NOT converged`` and goes on to forces and stress. The parser of
+the label jobs (``liqcryst.cp2k``, :mod:`aiida_liqcryst.parsers.cp2k`) gives both cases aiida-cp2k's exit code
+``ERROR_SCF_NOT_CONVERGED``; the handler here filters on it. Such a calculation is run again,
 starting from its last wavefunction, first with twice the SCF iterations, then also with the more robust OT
 set-up (conjugate-gradient minimiser, FULL_ALL preconditioner), before the label is given up.
 """
@@ -17,6 +18,9 @@ from aiida.engine import ProcessHandlerReport, process_handler
 from aiida.plugins import CalculationFactory, WorkflowFactory
 
 from aiida_liqcryst.engines.cp2k import OUTPUT_FILE, SCF_NOT_CONVERGED
+
+#: the parser of the label jobs: aiida-cp2k's, plus the exit code of an SCF that did not converge
+PARSER_NAME = 'liqcryst.cp2k'
 
 Cp2kBaseWorkChain = WorkflowFactory('cp2k.base')
 Cp2kCalculation = CalculationFactory('cp2k')
@@ -74,15 +78,9 @@ class Cp2kLabelWorkChain(Cp2kBaseWorkChain):
         super().setup()
         self.ctx.scf_attempts = 0
 
-    @process_handler(priority=450)
+    @process_handler(priority=450, exit_codes=[Cp2kCalculation.exit_codes.ERROR_SCF_NOT_CONVERGED])
     def handle_scf_not_converged(self, calculation):
-        """Rerun from the last wavefunction with more SCF iterations, then also with CG + FULL_ALL; then stop.
-
-        Called for every finished calculation: with CP2K < 2023.2 an unconverged SCF finishes with exit status 0.
-        """
-        not_converged = Cp2kCalculation.exit_codes.ERROR_SCF_NOT_CONVERGED.status
-        if calculation.exit_status != not_converged and not (calculation.is_finished_ok and scf_failed(calculation)):
-            return None
+        """Rerun from the last wavefunction with more SCF iterations, then also with CG + FULL_ALL; then stop."""
         fix = scf_fix(self.ctx.inputs.parameters.get_dict(), self.ctx.scf_attempts)
         if fix is None:
             self.report(f'{calculation.process_label}<{calculation.pk}>: SCF still not converged; giving up')
