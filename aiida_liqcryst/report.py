@@ -22,6 +22,7 @@ from aiida_liqcryst.workflows.reference_melt import MD_LINK
 from aiida_liqcryst.workflows.study import EOS_LINK, LOOP_LINKS, SEARCH_LINK
 from aiida_liqcryst.workflows.study import HOLDOUT_LINK as MELT_LINK
 from aiida_liqcryst.workflows.train_ensemble import HOLDOUT_LINK
+from aiida_liqcryst.validators import json_safe
 
 # the keys of docs/results/study.json that the issue asks for, in this order (more follow)
 STUDY_JSON_KEYS = (
@@ -294,19 +295,7 @@ def study_report(study: orm.WorkflowNode, output=None, echo=print) -> dict:
         for path in write_figures(study, folder):
             echo(f'figure: {path}')
         if data:
-            (folder / 'study.json').write_text(json.dumps(_plain(data), indent=1) + '\n', encoding='utf-8')
+            (folder / 'study.json').write_text(json.dumps(json_safe(data), indent=1) + '\n', encoding='utf-8')
             echo(f'headlines: {folder / "study.json"}')
     return data
 
-
-def _plain(value):
-    """JSON-safe: numpy scalars to Python, NaN to None."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

@@ -2,6 +2,32 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
+
+def missing_elements(structure, type_map) -> list[str]:
+    """Elements of ``structure`` (StructureData) that ``type_map`` lacks, sorted; [] when the type map is empty or
+    None (nothing to check against)."""
+    if not type_map:
+        return []
+    return sorted(set(structure.get_symbols_set()) - set(type_map))
+
+
+def json_safe(value):
+    """``value`` with NaN/inf as None and numpy scalars as Python ones, recursively: what an AiiDA Dict and JSON
+    store (neither takes NaN)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
 
 def code_error(code, plugin: str, port: str = 'code', what: str = '') -> str | None:
     """Why ``code`` cannot run the calculation plugin ``plugin``, or None.

@@ -16,7 +16,7 @@ from aiida.engine import CalcJob
 
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
 from aiida_liqcryst.engines import ase_tasks
-from aiida_liqcryst.validators import code_error
+from aiida_liqcryst.validators import code_error, missing_elements
 
 
 def validate_settings(value, _):
@@ -56,7 +56,7 @@ def validate_inputs(inputs, ctx):
         type_map = potential.base.attributes.get('type_map', None)
         if type_map:
             for key, structure in structures.items():
-                unknown = sorted(set(structure.get_symbols_set()) - set(type_map))
+                unknown = missing_elements(structure, type_map)
                 if unknown:
                     return (
                         f'`structures.{key}`: elements {unknown} are not in the type_map {type_map} of `potential`: '
@@ -75,6 +75,23 @@ class AseCalculation(CalcJob):
     """
 
     _STDOUT = 'aiida.out'
+
+    @classmethod
+    def get_task_builder(cls, code, structures: dict, settings: dict, potential=None, options: dict | None = None,
+                         call_link_label: str | None = None):
+        """A builder of one task over ``structures`` (key -> StructureData): the one place the crystal workflows
+        (EOSScan, VDOS, EvoSearch) make their jobs. Without ``potential`` the calculator is the oracle."""
+        builder = cls.get_builder()
+        builder.code = code
+        builder.structures = dict(structures)
+        builder.settings = orm.Dict(settings)
+        if potential is not None:
+            builder.potential = potential
+        if options:
+            builder.metadata.options = options
+        if call_link_label:
+            builder.metadata.call_link_label = call_link_label
+        return builder
 
     @classmethod
     def define(cls, spec):

@@ -9,7 +9,7 @@ from aiida.engine import CalcJob
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
 from aiida_liqcryst.exploration import lammps_input
 from aiida_liqcryst.exploration.lammps_input import Condition, condition_error
-from aiida_liqcryst.validators import code_error
+from aiida_liqcryst.validators import code_error, missing_elements
 
 MIN_MODELS = 2
 STDOUT_FILENAME = 'lammps.out'
@@ -42,7 +42,7 @@ def potentials_error(potentials) -> str | None:
 
 def structure_error(structure, type_map: list[str], name: str = 'structure') -> str | None:
     """Why ``structure`` cannot run with models of ``type_map`` (unknown elements, not 3D periodic), or None."""
-    unknown = sorted(set(structure.get_symbols_set()) - set(type_map))
+    unknown = missing_elements(structure, type_map)
     if unknown:
         return (
             f'`{name}`: elements {unknown} are not in the models\' type_map {type_map}: remove them, or use '

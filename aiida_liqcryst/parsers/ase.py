@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import math
 
 import numpy as np
 from aiida import orm
 from aiida.parsers import Parser
 
 from aiida_liqcryst.engines import ase_tasks
-
-
-def _clean(value):
-    """JSON values AiiDA can store: NaN and inf become None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
+from aiida_liqcryst.validators import json_safe
 
 
 def trajectory_node(data) -> orm.TrajectoryData:
@@ -77,7 +66,7 @@ class AseParser(Parser):
                     data = np.load(io.BytesIO(handle.read()))
                     self.out(f'trajectory.{name}', trajectory_node(data))
 
-        self.out('output_parameters', orm.Dict(_clean(summary)))
+        self.out('output_parameters', orm.Dict(json_safe(summary)))
         if summary.get('error'):
             return self.exit_codes.ERROR_TOOL_FAILED.format(error=summary['error'])
         entries = summary.get('structures', {})

@@ -13,7 +13,7 @@ from aiida.plugins import CalculationFactory, WorkflowFactory
 
 from aiida_liqcryst.analysis.eos import MIN_POINTS, TABLE_COLUMNS, TABLE_UNITS, eos_comparison_table
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
-from aiida_liqcryst.validators import code_validator, task_settings_validator
+from aiida_liqcryst.validators import code_validator, json_safe, missing_elements, task_settings_validator
 from aiida_liqcryst.protocols import ProtocolMixin
 from aiida_liqcryst.reference import engine_names, get_engine
 from aiida_liqcryst.workflows.label import LABELS_OUTPUT, LabelWorkChain
@@ -82,8 +82,8 @@ def validate_inputs(inputs, _):
     for label, potential in inputs['potentials'].items():
         type_map = potential.base.attributes.get('type_map', None) or []
         for key, structure in inputs['structures'].items():
-            unknown = sorted(set(structure.get_symbols_set()) - set(type_map))
-            if type_map and unknown:
+            unknown = missing_elements(structure, type_map)
+            if unknown:
                 return (
                     f'`structures.{key}`: elements {unknown} are not in the type_map {type_map} of potential {label!r}: '
                     'remove the structure, or use a potential trained with them'
@@ -179,9 +179,7 @@ def tabulate_eos(parameters: orm.Dict, **nodes):
                 s.get_array(f'frequencies_{REFERENCE}'), s.get_array(f'vdos_{REFERENCE}'),
                 s.get_array(f'frequencies_{label}'), s.get_array(f'vdos_{label}'),
             )
-        for key, value in row.items():  # the database stores no NaN
-            if isinstance(value, float) and not np.isfinite(value):
-                row[key] = None
+        rows[phase] = json_safe(row)  # the database stores no NaN
 
     titles = params.get('titles', {})
     plotted = {}
@@ -359,17 +357,8 @@ class EOSScanWorkChain(ProtocolMixin, WorkChain):
         self.ctx.failed_phases = set()
 
     def _ase(self, structures: dict, settings: dict, potential=None, label: str = ''):
-        builder = AseCalculation.get_builder()
-        builder.code = self.inputs.code
-        builder.structures = structures
-        builder.settings = orm.Dict(settings)
-        if potential is not None:
-            builder.potential = potential
-        if 'options' in self.inputs:
-            builder.metadata.options = self.inputs.options
-        if label:
-            builder.metadata.call_link_label = label
-        return builder
+        return AseCalculation.get_task_builder(self.inputs.code, structures, settings, potential,
+                                               self.inputs.get('options'), label)
 
     def run_scans(self):
         structures = dict(self.inputs.structures)

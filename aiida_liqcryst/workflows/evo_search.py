@@ -24,7 +24,7 @@ from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
 from aiida_liqcryst.evolution import operators, population
 from aiida_liqcryst.protocols import ProtocolMixin
 from aiida_liqcryst.reference import get_engine
-from aiida_liqcryst.validators import task_settings_validator
+from aiida_liqcryst.validators import json_safe, task_settings_validator
 from aiida_liqcryst.workflows.label import LABELS_OUTPUT, LabelWorkChain
 
 AseCalculation = CalculationFactory('liqcryst.ase')
@@ -246,7 +246,7 @@ def relabel_analysis(parameters: orm.Dict, table: orm.Dict, **labels):
     metrics = relabel_metrics(pot, ref, enthalpy, window=params['window'])
     metrics.update(keys=keys, failed=missing, units='eV/atom', compared='energy per atom of the same relaxed geometry',
                    alignment='none (mean_difference and rmse_aligned give the offset and the RMSE without it)')
-    metrics = _clean(metrics)
+    metrics = json_safe(metrics)
     arrays = orm.ArrayData()
     for name, values in (('potential', pot), ('reference', ref), ('enthalpy', enthalpy), ('is_top', top)):
         arrays.set_array(name, values)
@@ -274,7 +274,7 @@ def compare_best(structure: orm.StructureData):
         arrays.set_array(f'polymorph_{pair.replace("-", "")}', result['polymorph_rdfs'][pair])
     comparison = {k: result[k] for k in ('closest', 'similarity', 'similarities')}
     comparison['method'] = 'cosine of (g-1), Si-Si/Si-O/O-O averaged, 0.15 Å smearing, polymorph scaled to the same volume per atom'
-    return {'comparison': orm.Dict(_clean(comparison)), 'rdfs': arrays}
+    return {'comparison': orm.Dict(json_safe(comparison)), 'rdfs': arrays}
 
 
 @calcfunction
@@ -303,22 +303,8 @@ def summarize_search(parameters: orm.Dict, table: orm.Dict, **nodes):
         'relaxations_per_minute': round(60.0 * relaxations / seconds, 3) if seconds > 0 else None,
         'pressure': data['pressure'], 'units': data['units'],
     }
-    return orm.Dict(_clean(summary))
+    return orm.Dict(json_safe(summary))
 
-
-def _clean(value):
-    """NaN/inf -> None, numpy scalars -> Python (the database stores neither)."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 # ----------------------------------------------------------------------------------------------- work chain
@@ -535,16 +521,9 @@ class EvoSearchWorkChain(ProtocolMixin, WorkChain):
 
     def _submit_ase(self, structures: dict, settings: dict, link_label: str, potential=None):
         """One AseCalculation over ``structures`` (pks): relaxations with ``potential``, or reference labels."""
-        builder = AseCalculation.get_builder()
-        builder.code = self.inputs.code
-        if potential is not None:
-            builder.potential = potential
-        builder.structures = {k: orm.load_node(pk) for k, pk in structures.items()}
-        builder.settings = orm.Dict(settings)
-        if 'options' in self.inputs:
-            builder.metadata.options = self.inputs.options
-        builder.metadata.call_link_label = link_label
-        return self.submit(builder)
+        structures = {k: orm.load_node(pk) for k, pk in structures.items()}
+        return self.submit(AseCalculation.get_task_builder(self.inputs.code, structures, settings, potential,
+                                                           self.inputs.get('options'), link_label))
 
     def run_relax(self):
         settings = {'task': 'relax', 'pressure': self.inputs.pressure.value, 'cell': True, **self.inputs.relax_settings.get_dict()}

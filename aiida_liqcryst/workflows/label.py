@@ -16,6 +16,7 @@ from aiida.engine import WorkChain
 
 from aiida_liqcryst.protocols import ProtocolMixin, recursive_merge
 from aiida_liqcryst.reference import engine_names, get_engine
+from aiida_liqcryst.validators import missing_elements
 
 #: output namespace of the labels by frame key
 LABELS_OUTPUT = 'labels'
@@ -84,7 +85,7 @@ def validate_inputs(inputs, ctx):
     if 'type_map' in inputs and structures:
         type_map = inputs['type_map'].get_list()
         for key, structure in structures.items():
-            unknown = sorted(set(structure.get_symbols_set()) - set(type_map))
+            unknown = missing_elements(structure, type_map)
             if unknown:
                 return f'`structures.{key}`: elements {unknown} are not in `type_map` {type_map}: add them to it'
     error, parameters = _engine_sections(inputs.get('parameters'), 'parameters')

@@ -11,7 +11,7 @@ from aiida.plugins import CalculationFactory
 
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
 from aiida_liqcryst.engines import ase_tasks
-from aiida_liqcryst.validators import code_validator
+from aiida_liqcryst.validators import code_validator, missing_elements
 
 AseCalculation = CalculationFactory('liqcryst.ase')
 ASE_CODE = code_validator('liqcryst.ase', what='the `aiida-liqcryst-ase` console script, e.g. ase@localhost')
@@ -58,8 +58,8 @@ def validate_inputs(inputs, ctx):
         models[REFERENCE] = inputs['reference_potential']
     for key, potential in models.items():
         type_map = potential.base.attributes.get('type_map', None) or []
-        unknown = sorted(set(structure.get_symbols_set()) - set(type_map))
-        if type_map and unknown:
+        unknown = missing_elements(structure, type_map)
+        if unknown:
             return (
                 f'`structure`: elements {unknown} are not in the type_map {type_map} of potential {key!r}: '
                 'use a structure of its elements, or a potential trained with them'
@@ -139,16 +139,10 @@ class VDOSWorkChain(WorkChain):
         spec.exit_code(402, 'ERROR_ANALYSIS_FAILED', message='The VDOS could not be computed: {error}')
 
     def _md(self, potential=None):
-        builder = AseCalculation.get_builder()
-        builder.code = self.inputs.code
-        builder.structures = {'structure': self.inputs.structure}
         settings = md_settings(self.inputs.parameters.get_dict() if 'parameters' in self.inputs else None)
-        builder.settings = orm.Dict({k: v for k, v in settings.items() if k not in ase_tasks.PRIVATE or k == 'task'})
-        if potential is not None:
-            builder.potential = potential
-        if 'options' in self.inputs:
-            builder.metadata.options = self.inputs.options
-        return builder
+        settings = {k: v for k, v in settings.items() if k not in ase_tasks.PRIVATE or k == 'task'}
+        return AseCalculation.get_task_builder(self.inputs.code, {'structure': self.inputs.structure}, settings,
+                                               potential, self.inputs.get('options'))
 
     def run_md(self):
         calcs = {}
