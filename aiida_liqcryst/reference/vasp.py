@@ -1,8 +1,11 @@
 """VASP (aiida-vasp's ``vasp.vasp`` work chain) as a reference engine: one PBE single point per structure.
 
 ``parameters``: ``incar`` (aiida-vasp's parameters), ``potential_family`` (an uploaded PAW-PBE POTCAR family) and
-optionally ``potential_mapping`` (element -> POTCAR symbol) and ``kpoints_mesh`` (default Gamma only, as the
-paper). ``settings``: aiida-vasp's settings (parser settings are merged over the energies and forces needed).
+optionally ``potential_mapping`` (element -> POTCAR symbol), ``kpoints_mesh`` (default Gamma only, as the paper) and
+``kpoints_offset`` (the mesh's shift in fractions of a mesh spacing, default 0: Gamma-centred). aiida-vasp writes
+every mesh as a Gamma-centred KPOINTS with this shift, so a Monkhorst-Pack mesh is ``kpoints_offset`` 0.5 along
+even divisions and 0 along odd ones (VASP's own ``shift`` in vasprun.xml). ``settings``: aiida-vasp's settings
+(parser settings are merged over the energies and forces needed).
 """
 
 from __future__ import annotations
@@ -22,15 +25,18 @@ MISC_KEYS = ('total_energies', 'forces', 'stress')
 
 
 def vasp_inputs(code, structure, potential_family: str, parameters: dict, options: dict | None = None,
-                potential_mapping: dict | None = None, settings: dict | None = None, kpoints_mesh=(1, 1, 1)) -> dict:
+                potential_mapping: dict | None = None, settings: dict | None = None, kpoints_mesh=(1, 1, 1),
+                kpoints_offset=(0.0, 0.0, 0.0)) -> dict:
     """Inputs of aiida-vasp's ``vasp.vasp`` work chain for one PBE single point (Gamma only by default).
 
     :param parameters: ``{'incar': {...}}`` (aiida-vasp's parameters namespaces), e.g. ENCUT 520, ISMEAR 0, SIGMA 0.05.
     :param potential_family: name of an uploaded PAW-PBE POTCAR family (``aiida-vasp potcar uploadfamily``).
     :param potential_mapping: element -> POTCAR symbol; default the element itself.
+    :param kpoints_offset: shift of the mesh in fractions of a mesh spacing (KPOINTS ``Gamma`` + this shift; 0.5 along
+        an even division gives the Monkhorst-Pack points).
     """
     kpoints = orm.KpointsData()
-    kpoints.set_kpoints_mesh(list(kpoints_mesh), offset=[0.0, 0.0, 0.0])
+    kpoints.set_kpoints_mesh(list(kpoints_mesh), offset=[float(x) for x in kpoints_offset])
     elements = sorted({structure.get_kind(site.kind_name).symbol for site in structure.sites})
     mapping = {element: element for element in elements}
     mapping.update(potential_mapping or {})
@@ -78,10 +84,29 @@ def vasp_labels(misc: orm.Dict, structure: orm.StructureData, parameters: orm.Di
     return label_node(vasp_label_arrays(misc.get_dict(), structure.get_cell_volume(), pstress_kbar(parameters.get_dict())))
 
 
+def vasp_failure(node) -> str:
+    """Why a ``vasp.vasp`` work chain gave no label: its exit status and message, those of its last VASP run, and for
+    an electronic loop that did not converge, the steps run against NELM (aiida-vasp's ``misc.run_status``)."""
+    reason = failed_process(node)
+    calculations = sorted((child for child in node.called if isinstance(child, orm.CalcJobNode)), key=lambda c: c.ctime)
+    if not calculations:
+        return reason
+    last = calculations[-1]
+    exit_status = last.exit_status if last.exit_status is not None else last.process_state.value
+    reason += (f'; last of {len(calculations)} VASP run(s) <{last.pk}>: exit {exit_status} '
+               f'{last.exit_message or ""}').rstrip()
+    status = last.outputs.misc.get_dict().get('run_status', {}) if 'misc' in last.outputs else {}
+    if status.get('electronic_converged') is False and status.get('finished', True):
+        steps = (status.get('last_iteration_index') or [None, None])[-1]
+        reason += (f'; electronic (SCF) loop not converged: {steps} steps reached NELM = {status.get("nelm")}'
+                   if steps is not None else '; electronic (SCF) loop not converged')
+    return reason
+
+
 class VaspEngine(ReferenceEngine):
     name = 'vasp'
     calc_plugin = 'vasp.vasp'
-    parameter_keys = ('incar', 'potential_family', 'potential_mapping', 'kpoints_mesh')
+    parameter_keys = ('incar', 'potential_family', 'potential_mapping', 'kpoints_mesh', 'kpoints_offset')
     setting_keys = None  # aiida-vasp's own settings
 
     def check(self, parameters, settings, structures):
@@ -92,8 +117,14 @@ class VaspEngine(ReferenceEngine):
         if not family:
             return '`parameters.vasp.potential_family`: the VASP engine needs the name of an uploaded PAW-PBE POTCAR family'
         mesh = parameters.get('kpoints_mesh', [1, 1, 1])
-        if not (isinstance(mesh, (list, tuple)) and len(mesh) == 3 and all(isinstance(n, int) and n > 0 for n in mesh)):
+        if not (isinstance(mesh, (list, tuple)) and len(mesh) == 3
+                and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in mesh)):
             return f'`parameters.vasp.kpoints_mesh`: three positive integers, got {mesh!r}'
+        offset = parameters.get('kpoints_offset', [0.0, 0.0, 0.0])
+        if not (isinstance(offset, (list, tuple)) and len(offset) == 3
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1 for x in offset)):
+            return (f'`parameters.vasp.kpoints_offset`: three numbers in [0, 1), the shift of the mesh in fractions '
+                    f'of a mesh spacing (0: Gamma-centred; 0.5 along an even division: Monkhorst-Pack), got {offset!r}')
         from aiida_vasp.data.potcar import PotcarData
 
         if PotcarData.get_potcar_group(family) is None:
@@ -107,7 +138,8 @@ class VaspEngine(ReferenceEngine):
         for index, key in enumerate(sorted(structures)):
             inputs = vasp_inputs(code, structures[key], parameters['potential_family'], parameters, options,
                                  potential_mapping=parameters.get('potential_mapping'), settings=settings,
-                                 kpoints_mesh=parameters.get('kpoints_mesh', (1, 1, 1)))
+                                 kpoints_mesh=parameters.get('kpoints_mesh', (1, 1, 1)),
+                                 kpoints_offset=parameters.get('kpoints_offset', (0.0, 0.0, 0.0)))
             inputs['max_iterations'] = orm.Int(max_iterations)
             jobs.append(Job(JOB_LINK.format(index=index), VaspWorkChain, inputs, [key]))
         return jobs
@@ -115,7 +147,7 @@ class VaspEngine(ReferenceEngine):
     def collect(self, name, keys, node, structures):
         (key,) = keys
         if not node.is_finished_ok or 'misc' not in node.outputs:
-            return Outcome(failed={key: failed_process(node)})
+            return Outcome(failed={key: vasp_failure(node)})
         misc = node.outputs.misc
         missing = set(MISC_KEYS) - set(misc.get_dict())
         if missing:

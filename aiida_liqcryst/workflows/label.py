@@ -131,7 +131,8 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
                    help='Structures per job for engines that batch (the oracle; the jobs run in parallel).')
         spec.input('parameters', valid_type=orm.Dict, required=False,
                    help='Engine parameters keyed by engine: `cp2k`: cp2k_parameters kwargs (cutoff, rel_cutoff in Ry, '
-                   'eps_scf, ...) and `sections`; `vasp`: incar, potential_family, potential_mapping, kpoints_mesh. '
+                   'eps_scf, ...) and `sections`; `vasp`: incar, potential_family, potential_mapping, kpoints_mesh, '
+                   'kpoints_offset. '
                    'Only the chosen engine\'s section is used, as given (`get_builder_from_protocol` fills it).')
         spec.input('settings', valid_type=orm.Dict, required=False,
                    help='Engine settings keyed by engine: `oracle`: relax_steps, fmax, md {...}; `cp2k`/`vasp`: the '
