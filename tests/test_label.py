@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from ase import Atoms
 
+from aiida_liqcryst.structures.polymorphs import cif_path  # the CIFs the package ships
 from aiida_liqcryst.structures.random_packing import random_packing
 
 TYPE_MAP = ['O', 'Si']
-SIO2_DIR = '/work/shared/data/sio2'
 ASE_VASPRUN = 'vasp/vasprun_pstress.xml'  # a real VASP 6.3 output shipped with ASE's tests (PSTRESS = 1 kB)
 
 
@@ -135,7 +135,7 @@ def test_cp2k_labels_match_finite_differences(codes):
     from aiida_liqcryst.engines.cp2k import parse_cp2k_labels
     from aiida_liqcryst.workflows.label import LabelWorkChain
 
-    base = ase.io.read(f'{SIO2_DIR}/stishovite.cif')
+    base = ase.io.read(cif_path('stishovite'))
     strained = base.copy()
     strained.set_cell(base.cell * (1 + STRAIN), scale_atoms=True)
     moved = strained.copy()
@@ -206,7 +206,7 @@ def test_cp2k_scf_not_converged_is_retried_from_the_wavefunction(codes):
     from aiida_liqcryst.workflows.label import LabelWorkChain
 
     builder = LabelWorkChain.get_builder_from_protocol(
-        codes['cp2k'], structure_nodes({'base': ase.io.read(f'{SIO2_DIR}/stishovite.cif')}), 'cp2k', TYPE_MAP,
+        codes['cp2k'], structure_nodes({'base': ase.io.read(cif_path('stishovite'))}), 'cp2k', TYPE_MAP,
         overrides={'parameters': {'cp2k': {'max_scf': 3, 'outer_max_scf': 1}}}, options={'max_wallclock_seconds': 900},
     )
     results, node = run_get_node(builder)

@@ -7,8 +7,8 @@ import pytest
 from ase import Atoms
 
 from aiida_liqcryst.engines import oracle
+from aiida_liqcryst.structures.polymorphs import cif_path  # the CIFs the package ships
 
-SIO2_DIR = '/work/shared/data/sio2'
 # PBE enthalpy of stishovite relative to alpha-quartz (meV/atom), measured with the oracle at 0 and 10 GPa
 KNOWN_DH = {0.0: 191.0, 10.0: -63.0}
 
@@ -31,7 +31,7 @@ def single_torch_thread():
 def read_polymorph(name: str) -> Atoms:
     import ase.io
 
-    return ase.io.read(f'{SIO2_DIR}/{name}.cif')
+    return ase.io.read(cif_path(name))
 
 
 def relaxed_enthalpy(atoms: Atoms, pressure_gpa: float, fmax: float = 0.02) -> float:
