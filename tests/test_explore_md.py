@@ -396,9 +396,45 @@ def test_calculation_rejects_bad_inputs(ensemble, melt_structure, codes):
         ({'potentials': {'m0': ensemble['seed_1'], 'm1': ensemble['other_map']}}, 'type_map'),
         ({'parameters': orm.Dict({**GOOD_CONDITIONS[0], 'ensemble': 'nve'})}, r'parameters.*ensemble'),
         ({'parameters': orm.Dict({**GOOD_CONDITIONS[0], 'timestep': -0.001})}, r'parameters.*timestep'),
+        ({'script': orm.SinglefileData.from_string('run 0\n', 'in.lammps')}, r'`script`: ExploreMD writes its own'),
     ]
     before = _count_calcjobs()
     for change, match in bad:
         with pytest.raises(ValueError, match=match):
             run_get_node(calculation, **{**good, **change})
     assert _count_calcjobs() == before
+
+
+def test_the_calculation_is_aiida_lammps_raw_with_its_habits(ensemble, melt_structure, codes, tmp_path):
+    """ExploreMD extends aiida-lammps' ``lammps.raw``: a code registered for it runs the exploration, ``files`` land
+    beside the script and ``settings.additional_retrieve_list`` retrieves more; the models are not copied into the
+    repository (local copy from the potentials' own)."""
+    from aiida import orm
+    from aiida.common.exceptions import NotExistent
+    from aiida.engine import run_get_node
+    from aiida.plugins import CalculationFactory
+
+    calculation = CalculationFactory('liqcryst.explore_md')
+    assert issubclass(calculation, CalculationFactory('lammps.raw'))
+    lmp = codes['lmp']
+    try:
+        raw = orm.load_code(f'lmp-raw@{lmp.computer.label}')
+    except NotExistent:  # the same executable and environment, registered as a user of aiida-lammps would
+        raw = orm.InstalledCode(computer=lmp.computer, filepath_executable=str(lmp.filepath_executable),
+                                label='lmp-raw', default_calc_job_plugin='lammps.raw',
+                                prepend_text=lmp.prepend_text).store()
+    results, node = run_get_node(
+        calculation, code=raw, structure=melt_structure,
+        potentials={'m0': ensemble['seed_1'], 'm1': ensemble['seed_2']},
+        parameters=orm.Dict({**GOOD_CONDITIONS[0], 'steps': 20, 'dump_every': 10, 'thermo_every': 10}),
+        files={'note': orm.SinglefileData.from_string('kept beside the script\n', 'note.txt')},
+        settings=orm.Dict({'additional_retrieve_list': ['note.txt', 'structure.data']}),
+    )
+    assert node.is_finished_ok, node.exit_message
+    assert results['model_deviation'].get_array('max_devi_f').shape == (3,)
+    retrieved = node.outputs.retrieved.base.repository.list_object_names()
+    assert 'note.txt' in retrieved and 'structure.data' in retrieved
+    assert node.outputs.retrieved.get_object_content('note.txt') == 'kept beside the script\n'
+    stored = node.base.repository.list_object_names()
+    assert 'note.txt' not in stored  # provenance_exclude_list, as aiida-lammps does
+    assert not any(name.startswith('model_') for name in stored)  # models: local copies at submission

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+
 from aiida import orm
 from aiida.common import CalcInfo, CodeInfo
-from aiida.engine import CalcJob
+from aiida.plugins import CalculationFactory
 
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
 from aiida_liqcryst.exploration import lammps_input
@@ -14,6 +16,8 @@ from aiida_liqcryst.validators import code_error, missing_elements
 MIN_MODELS = 2
 STDOUT_FILENAME = 'lammps.out'
 PLUGIN = 'liqcryst.explore_md'
+RAW_PLUGIN = 'lammps.raw'  # aiida-lammps' calculation this one extends
+LammpsRawCalculation = CalculationFactory(RAW_PLUGIN)
 CODE_HINT = 'LAMMPS with the DeePMD plugin, e.g. lmp@localhost'
 
 
@@ -67,9 +71,17 @@ def validate_potentials(value, _):
 
 
 def validate_inputs(inputs, ctx):
+    if 'script' in inputs:
+        return ('`script`: ExploreMD writes its own LAMMPS script from `parameters` (the condition) and the ensemble; '
+                'for a script of your own use aiida-lammps\' `lammps.raw`')
+    if (error := LammpsRawCalculation.validate_inputs(inputs, ctx)) is not None:  # unique `files` names
+        return error
     if 'code' in ctx and 'remote_folder' not in inputs:
-        if (error := code_error(inputs.get('code'), PLUGIN, what=CODE_HINT)) is not None:
-            return error
+        code = inputs.get('code')
+        # a code registered for aiida-lammps' raw calculation runs this one too: the same executable
+        if code is None or code.default_calc_job_plugin != RAW_PLUGIN:
+            if (error := code_error(code, PLUGIN, what=CODE_HINT)) is not None:
+                return error
     if 'potentials' not in ctx:  # excluded by an exposing process that sets it itself
         return None
     if len(inputs.get('potentials', {})) < MIN_MODELS:
@@ -82,17 +94,23 @@ def validate_inputs(inputs, ctx):
     return structure_error(inputs['structure'], type_map)
 
 
-class ExploreMDCalculation(CalcJob):
+class ExploreMDCalculation(LammpsRawCalculation):
     """LAMMPS MD of ``structure`` with ``pair_style deepmd`` over an ensemble of frozen models.
 
     The first model (in key order) drives the dynamics; all of them give the force/virial model deviation,
     written every ``dump_every`` steps with the frame. A blown-up MD (lost atoms) still returns the frames
     and deviations before the blow-up, with exit code 310.
+
+    Built on aiida-lammps' ``lammps.raw`` calculation: a code registered for it runs this one, its ``files`` /
+    ``filenames`` inputs put extra files beside the script and ``settings.additional_retrieve_list`` retrieves more;
+    the script itself is written here from the condition (``parameters``), so ``script`` is refused.
     """
 
     @classmethod
     def define(cls, spec):
         super().define(spec)
+        spec.inputs['script'].required = False  # written by prepare_for_submission
+        spec.outputs['results'].required = False  # this parser's outputs are output_parameters & co
         spec.input('structure', valid_type=orm.StructureData, help='Starting configuration (3D periodic).')
         spec.input_namespace(
             'potentials',
@@ -158,8 +176,19 @@ class ExploreMDCalculation(CalcJob):
         codeinfo.stdout_name = self.options.output_filename
         codeinfo.withmpi = self.options.withmpi
 
+        # aiida-lammps' extra files (e.g. tables a user's script variant reads), as its raw calculation writes them
+        filenames = self.inputs['filenames'].get_dict() if 'filenames' in self.inputs else {}
+        provenance_exclude_list = []
+        for key, node in self.inputs.get('files', {}).items():
+            filename = filenames.get(key, node.filename)
+            with folder.open(filename, 'wb') as target, node.open(mode='rb') as source:
+                shutil.copyfileobj(source, target)
+            provenance_exclude_list.append(filename)
+
         calcinfo = CalcInfo()
         calcinfo.codes_info = [codeinfo]
+        calcinfo.provenance_exclude_list = provenance_exclude_list
+        # the models are copied from the repository on the compute side: not duplicated in the sandbox
         calcinfo.local_copy_list = [
             (self.inputs.potentials[key].uuid, self.inputs.potentials[key].filename, name)
             for key, name in zip(keys, model_files)
@@ -170,4 +199,6 @@ class ExploreMDCalculation(CalcJob):
             lammps_input.DUMP_FILENAME,
             self.options.output_filename,
         ]
+        if 'settings' in self.inputs:
+            calcinfo.retrieve_list += self.inputs.settings.get_dict().get('additional_retrieve_list', [])
         return calcinfo
