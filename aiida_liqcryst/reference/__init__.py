@@ -120,6 +120,22 @@ def get_engine(name: str) -> ReferenceEngine:
     return engine
 
 
+def default_code(engine: str, code):
+    """The code of ``engine`` on the computer of ``code``, as ``aiida-liqcryst setup`` registers it
+    (``<engine>@<computer>``): the default reference code of the crystal workflows' builders.
+
+    :raises ValueError: when there is none, saying how to give one.
+    """
+    from aiida.common.exceptions import NotExistent
+
+    label = f'{engine}@{code.computer.label}'
+    try:
+        return orm.load_code(label)
+    except NotExistent as exc:
+        raise ValueError(f'no code `{label}` for the reference engine: pass `reference_code`, or register it with '
+                         '`aiida-liqcryst setup`') from exc
+
+
 def label_arrays(energy, forces, virial) -> dict:
     """The label contract's arrays as floats of the right shapes."""
     return {

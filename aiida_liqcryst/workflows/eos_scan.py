@@ -15,7 +15,7 @@ from aiida_liqcryst.analysis.eos import MIN_POINTS, TABLE_COLUMNS, TABLE_UNITS, 
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
 from aiida_liqcryst.validators import code_validator, json_safe, missing_elements, task_settings_validator
 from aiida_liqcryst.protocols import ProtocolMixin
-from aiida_liqcryst.reference import engine_names, get_engine
+from aiida_liqcryst.reference import default_code, engine_names, get_engine
 from aiida_liqcryst.workflows.label import LABELS_OUTPUT, LabelWorkChain
 from aiida_liqcryst.structures.polymorphs import POLYMORPHS, normalize_name
 from aiida_liqcryst.workflows.vdos import REFERENCE, validate_parameters as validate_vdos_parameters
@@ -308,19 +308,13 @@ class EOSScanWorkChain(ProtocolMixin, WorkChain):
             setup`` registers it.
         :param polymorphs: names of the polymorph library (aliases like 'alpha-quartz' are accepted).
         """
-        from aiida.common.exceptions import NotExistent
-
         from aiida_liqcryst.structures import polymorphs as library
 
         engine = get_engine(reference)  # an unknown engine is refused, with the registered ones listed
         inputs = cls.get_protocol_inputs(protocol, overrides)
         names = [library.normalize_name(n) for n in (polymorphs or library.POLYMORPHS)]
         if reference_code is None:
-            try:
-                reference_code = orm.load_code(f'{reference}@{code.computer.label}')
-            except NotExistent as exc:
-                raise ValueError(f'no code `{reference}@{code.computer.label}` for the reference engine: pass '
-                                 '`reference_code`, or register it with `aiida-liqcryst setup`') from exc
+            reference_code = default_code(reference, code)
         builder = cls.get_builder()
         builder.code = code
         if potentials:  # None or {}: a parent that makes them sets them (StudyWorkChain)

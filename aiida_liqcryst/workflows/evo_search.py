@@ -23,7 +23,7 @@ from aiida.plugins import CalculationFactory
 from aiida_liqcryst.deepmd.data.potential import DeepPotentialData
 from aiida_liqcryst.evolution import operators, population
 from aiida_liqcryst.protocols import ProtocolMixin
-from aiida_liqcryst.reference import get_engine
+from aiida_liqcryst.reference import default_code, get_engine
 from aiida_liqcryst.validators import json_safe, task_settings_validator
 from aiida_liqcryst.workflows.label import LABELS_OUTPUT, LabelWorkChain
 
@@ -434,8 +434,6 @@ class EvoSearchWorkChain(ProtocolMixin, WorkChain):
         :param reference_code: its code; default ``<reference>@<computer of code>`` as ``aiida-liqcryst setup``
             registers it.
         """
-        from aiida.common.exceptions import NotExistent
-
         get_engine(reference)  # an unknown engine is refused, with the registered ones listed
         inputs = cls.get_protocol_inputs(protocol, overrides)
         builder = cls.get_builder()
@@ -461,11 +459,7 @@ class EvoSearchWorkChain(ProtocolMixin, WorkChain):
         builder.relabel.window = orm.Float(relabel['window'])
         if relabel['run']:
             if reference_code is None:
-                try:
-                    reference_code = orm.load_code(f'{reference}@{code.computer.label}')
-                except NotExistent as exc:
-                    raise ValueError(f'no code `{reference}@{code.computer.label}` for the reference engine: pass '
-                                     '`reference_code`, or register it with `aiida-liqcryst setup`') from exc
+                reference_code = default_code(reference, code)
             builder.label = LabelWorkChain.get_builder_from_protocol(
                 reference_code, None, reference, sorted(builder.composition.get_dict()),
                 protocol=inputs.get('label_protocol'), overrides=inputs.get('label_overrides'))._inputs(prune=True)
