@@ -86,7 +86,7 @@ def test_a_registered_engine_serves_the_label_work_chain(codes, copy_engine):
     # the engine's own check applies under its own name, before anything runs
     builder = LabelWorkChain.get_builder_from_protocol(codes['oracle'], structure_nodes(structures), copy_engine, TYPE_MAP)
     builder.settings = orm.Dict({copy_engine: {'relax': 3}})
-    with pytest.raises(ValueError, match=rf"`settings.oracle`: unknown oracle settings \['relax'\]"):
+    with pytest.raises(ValueError, match=r"`settings.oracle`: unknown oracle settings \['relax'\]"):
         run_get_node(builder)
     builder.settings = orm.Dict({copy_engine: {}})
     builder.code = codes['lmp']

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from aiida import orm
 from aiida.engine import calcfunction
 from aiida.plugins import WorkflowFactory
